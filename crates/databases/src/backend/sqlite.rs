@@ -1,0 +1,870 @@
+//! SQLite through rusqlite and the bundled SQLite.
+//!
+//! Every connection lives on its own OS thread and receives work over a channel, so SQLite is
+//! never called on a tokio worker. Work runs in the order it was sent; a queued rollback (from
+//! a dropped transaction) therefore runs before anything the next user of the connection sends.
+//!
+//! A caller that goes away before its work starts (a dropped future) has the work skipped. If
+//! it goes away while its statement runs outside a transaction, the statement is interrupted
+//! (SQLite undoes it as a whole). Inside a transaction the statement is left to finish, and the
+//! transaction's own rollback follows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{InterruptHandle, OpenFlags};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::ExecuteResult;
+use crate::config::{parse_bool, parse_choice, parse_seconds};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{Columns, Record};
+use crate::url::DatabaseUrl;
+use crate::value::Value;
+
+use super::BoundQuery;
+
+/// URL options the SQLite backend understands (besides the common ones).
+pub(crate) const OPTIONS: &[&str] = &[
+    "busy_timeout",
+    "cache",
+    "foreign_keys",
+    "journal_mode",
+    "mode",
+    "synchronous",
+    "transaction_mode",
+];
+
+/// Rows per message from the connection thread to an `iterate` stream.
+const CHUNK_ROWS: usize = 256;
+/// Messages buffered ahead of the consumer: at most `CHUNK_ROWS * (CHUNK_BUFFER + 1)` rows
+/// are in memory at once.
+const CHUNK_BUFFER: usize = 2;
+const STATEMENT_CACHE: usize = 256;
+
+/// How to open SQLite connections, resolved from the URL.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteConfig {
+    /// True when the database lives in memory (`sqlite://`, `sqlite:///:memory:`,
+    /// `?mode=memory`): one connection then serves every caller.
+    pub(crate) in_memory: bool,
+    /// The file name, or a `file:` URI when `uri` is set.
+    target: String,
+    uri: bool,
+    read_only: bool,
+    busy_timeout: Duration,
+    journal_mode: Option<String>,
+    synchronous: Option<String>,
+    foreign_keys: Option<bool>,
+    begin: String,
+}
+
+impl SqliteConfig {
+    pub(crate) fn from_url(url: &DatabaseUrl) -> Result<Self> {
+        let database = url.database().into_owned();
+        let mode = url
+            .option("mode")
+            .map(|v| parse_choice("mode", v, &["ro", "rw", "rwc", "memory"]))
+            .transpose()?;
+        let cache = url
+            .option("cache")
+            .map(|v| parse_choice("cache", v, &["shared", "private"]))
+            .transpose()?;
+        let busy_timeout = url
+            .option("busy_timeout")
+            .map(|v| parse_seconds("busy_timeout", v))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(5));
+        let journal_mode = url
+            .option("journal_mode")
+            .map(|v| {
+                parse_choice(
+                    "journal_mode",
+                    v,
+                    &["delete", "truncate", "persist", "memory", "wal", "off"],
+                )
+            })
+            .transpose()?;
+        let synchronous = url
+            .option("synchronous")
+            .map(|v| parse_choice("synchronous", v, &["off", "normal", "full", "extra"]))
+            .transpose()?;
+        let foreign_keys = url
+            .option("foreign_keys")
+            .map(|v| parse_bool("foreign_keys", v))
+            .transpose()?;
+        let begin = match url
+            .option("transaction_mode")
+            .map(|v| {
+                parse_choice(
+                    "transaction_mode",
+                    v,
+                    &["deferred", "immediate", "exclusive"],
+                )
+            })
+            .transpose()?
+            .as_deref()
+        {
+            Some("deferred") => "BEGIN DEFERRED",
+            Some("exclusive") => "BEGIN EXCLUSIVE",
+            _ => "BEGIN IMMEDIATE",
+        }
+        .to_owned();
+
+        let is_uri_name = database.starts_with("file:");
+        let in_memory = database.is_empty()
+            || database == ":memory:"
+            || mode.as_deref() == Some("memory")
+            || (is_uri_name && database.contains(":memory:"));
+        let uri = is_uri_name || mode.is_some() || cache.is_some();
+        let target = if uri {
+            let mut t = if is_uri_name {
+                database.clone()
+            } else if database.is_empty() || database == ":memory:" {
+                "file::memory:".to_owned()
+            } else {
+                format!(
+                    "file:{}",
+                    database
+                        .replace('%', "%25")
+                        .replace('?', "%3f")
+                        .replace('#', "%23")
+                )
+            };
+            let mut sep = if t.contains('?') { '&' } else { '?' };
+            for (key, value) in [("mode", &mode), ("cache", &cache)] {
+                if let Some(v) = value {
+                    t.push(sep);
+                    t.push_str(key);
+                    t.push('=');
+                    t.push_str(v);
+                    sep = '&';
+                }
+            }
+            t
+        } else if in_memory {
+            ":memory:".to_owned()
+        } else {
+            database
+        };
+        Ok(Self {
+            in_memory,
+            target,
+            uri,
+            read_only: mode.as_deref() == Some("ro"),
+            busy_timeout,
+            journal_mode,
+            synchronous,
+            foreign_keys,
+            begin,
+        })
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if self.uri {
+            flags |= OpenFlags::SQLITE_OPEN_URI;
+        }
+        let opened = rusqlite::Connection::open_with_flags(&self.target, flags).and_then(|conn| {
+            conn.busy_timeout(self.busy_timeout)?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            let journal = match &self.journal_mode {
+                Some(j) => Some(j.as_str()),
+                None if !self.in_memory && !self.read_only => Some("wal"),
+                None => None,
+            };
+            if let Some(j) = journal {
+                conn.query_row(&format!("PRAGMA journal_mode = {j}"), [], |_| Ok(()))?;
+            }
+            if let Some(s) = &self.synchronous {
+                conn.execute_batch(&format!("PRAGMA synchronous = {s}"))?;
+            }
+            if let Some(fk) = self.foreign_keys {
+                conn.execute_batch(&format!(
+                    "PRAGMA foreign_keys = {}",
+                    if fk { "ON" } else { "OFF" }
+                ))?;
+            }
+            Ok(conn)
+        });
+        opened.map_err(|e| {
+            Error::new(
+                ErrorKind::Connect,
+                format!("could not open SQLite database '{}': {e}", self.target),
+            )
+            .with_source(e)
+        })
+    }
+}
+
+type Work = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+struct Job {
+    /// 0 for work that must never be interrupted (queued rollbacks).
+    id: u64,
+    work: Work,
+}
+
+/// State the connection thread shares with the async side.
+struct Shared {
+    /// The id of the job running now, 0 when idle.
+    running: AtomicU64,
+    /// Whether the connection was outside any transaction when the running job started.
+    autocommit: AtomicBool,
+    alive: AtomicBool,
+    interrupt: InterruptHandle,
+}
+
+/// One SQLite connection on its own thread.
+pub(crate) struct SqliteConnection {
+    sender: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    next_id: u64,
+    begin: String,
+}
+
+/// Marks the connection dead when the thread ends, even by a panic.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+impl SqliteConnection {
+    pub(crate) async fn open(config: &SqliteConfig) -> Result<Self> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<Arc<Shared>>>();
+        let thread_config = config.clone();
+        std::thread::Builder::new()
+            .name("databases-sqlite".to_owned())
+            .spawn(move || {
+                let mut conn = match thread_config.open() {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let shared = Arc::new(Shared {
+                    running: AtomicU64::new(0),
+                    autocommit: AtomicBool::new(true),
+                    alive: AtomicBool::new(true),
+                    interrupt: conn.get_interrupt_handle(),
+                });
+                let _alive = AliveGuard(shared.clone());
+                if opened_tx.send(Ok(shared.clone())).is_err() {
+                    return;
+                }
+                for job in receiver {
+                    shared
+                        .autocommit
+                        .store(conn.is_autocommit(), Ordering::SeqCst);
+                    shared.running.store(job.id, Ordering::SeqCst);
+                    (job.work)(&mut conn);
+                    shared.running.store(0, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("could not start a SQLite thread: {e}"),
+                )
+                .with_source(e)
+            })?;
+        let shared = opened_rx.await.map_err(|_| {
+            Error::new(
+                ErrorKind::Connect,
+                "the SQLite thread stopped while opening the database",
+            )
+        })??;
+        Ok(Self {
+            sender,
+            shared,
+            next_id: 0,
+            begin: config.begin.clone(),
+        })
+    }
+
+    pub(crate) fn begin_sql(&self) -> &str {
+        &self.begin
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        !self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    fn send(&mut self, work: Work, interruptible: bool) -> Result<u64> {
+        let id = if interruptible {
+            self.next_id += 1;
+            self.next_id
+        } else {
+            0
+        };
+        self.sender
+            .send(Job { id, work })
+            .map_err(|_| Error::connection_lost("the SQLite connection thread has stopped"))?;
+        Ok(id)
+    }
+
+    /// Runs `f` on the connection thread and waits for its result.
+    async fn call<R, F>(&mut self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let id = self.send(
+            Box::new(move |conn| {
+                // The caller went away before the work started: skip it.
+                if !tx.is_closed() {
+                    let _ = tx.send(f(conn));
+                }
+            }),
+            true,
+        )?;
+        let guard = InterruptOnDrop::new(&self.shared, id);
+        let result = rx.await;
+        guard.disarm();
+        result.map_err(|_| Error::connection_lost("the SQLite connection thread has stopped"))?
+    }
+
+    pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
+        let values = to_sqlite_values(query.values, &query.names, None)?;
+        let (sql, in_tx) = (query.sql, query.in_transaction);
+        self.call(move |conn| {
+            check_transaction(conn, in_tx)?;
+            run_statement(conn, &sql, &values)
+        })
+        .await
+    }
+
+    pub(crate) async fn execute_many(
+        &mut self,
+        query: BoundQuery,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<u64> {
+        let rows = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| to_sqlite_values(row, &query.names, Some(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let (sql, in_tx) = (query.sql, query.in_transaction);
+        self.call(move |conn| {
+            check_transaction(conn, in_tx)?;
+            // One savepoint around the batch: all rows or none, and one sync to disk.
+            conn.execute_batch("SAVEPOINT databases_execute_many")
+                .map_err(map_error)?;
+            let run = || -> Result<u64> {
+                let mut total = 0;
+                for values in &rows {
+                    total += run_statement(conn, &sql, values)?.rows_affected;
+                }
+                Ok(total)
+            };
+            match run() {
+                Ok(total) => {
+                    conn.execute_batch("RELEASE databases_execute_many")
+                        .map_err(map_error)?;
+                    Ok(total)
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch(
+                        "ROLLBACK TO databases_execute_many; RELEASE databases_execute_many",
+                    );
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn fetch(
+        &mut self,
+        query: BoundQuery,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        let values = to_sqlite_values(query.values, &query.names, None)?;
+        let (sql, in_tx) = (query.sql, query.in_transaction);
+        self.call(move |conn| {
+            check_transaction(conn, in_tx)?;
+            let mut stmt = prepare(conn, &sql, &values)?;
+            let columns = columns_of(&stmt);
+            let width = columns.len();
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(map_error)? {
+                out.push(Record::new(
+                    columns.clone(),
+                    read_row(row, width, &columns)?,
+                ));
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) fn stream(&mut self, query: BoundQuery) -> BoxStream<'static, Result<Record>> {
+        let (tx, rx) = tokio_mpsc::channel::<Result<Vec<Record>>>(CHUNK_BUFFER);
+        let values = match to_sqlite_values(query.values, &query.names, None) {
+            Ok(v) => v,
+            Err(e) => return Box::pin(futures_util::stream::once(async { Err(e) })),
+        };
+        let (sql, in_tx) = (query.sql, query.in_transaction);
+        let sent = self.send(
+            Box::new(move |conn| {
+                if tx.is_closed() {
+                    return;
+                }
+                let produce = || -> Result<()> {
+                    check_transaction(conn, in_tx)?;
+                    let mut stmt = prepare(conn, &sql, &values)?;
+                    let columns = columns_of(&stmt);
+                    let width = columns.len();
+                    let mut rows = stmt.raw_query();
+                    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                    while let Some(row) = rows.next().map_err(map_error)? {
+                        chunk.push(Record::new(
+                            columns.clone(),
+                            read_row(row, width, &columns)?,
+                        ));
+                        if chunk.len() == CHUNK_ROWS {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                            if tx.blocking_send(Ok(full)).is_err() {
+                                return Ok(()); // the stream was dropped
+                            }
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        let _ = tx.blocking_send(Ok(chunk));
+                    }
+                    Ok(())
+                };
+                if let Err(e) = produce() {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            }),
+            true,
+        );
+        match sent {
+            Ok(id) => Box::pin(SqliteRows {
+                rx,
+                buffer: Vec::new().into_iter(),
+                guard: Some(InterruptOnDrop::new(&self.shared, id)),
+            }),
+            Err(e) => Box::pin(futures_util::stream::once(async { Err(e) })),
+        }
+    }
+
+    /// Interrupts the statement running now, if any.
+    pub(crate) fn interrupt(&self) {
+        if self.shared.running.load(Ordering::SeqCst) != 0 {
+            self.shared.interrupt.interrupt();
+        }
+    }
+
+    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+        self.call(move |conn| conn.execute_batch(&sql).map_err(map_error))
+            .await
+    }
+
+    /// Queues `sql` to run after everything sent before it; its errors are ignored (a rollback
+    /// of a transaction that SQLite already ended fails harmlessly).
+    pub(crate) fn queue(&mut self, sql: String) -> bool {
+        self.send(
+            Box::new(move |conn| {
+                let _ = conn.execute_batch(&sql);
+            }),
+            false,
+        )
+        .is_ok()
+    }
+}
+
+/// Interrupts the job `id` if its caller goes away while it runs outside a transaction.
+struct InterruptOnDrop {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl InterruptOnDrop {
+    fn new(shared: &Arc<Shared>, id: u64) -> Self {
+        Self {
+            shared: shared.clone(),
+            id,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.id = 0;
+    }
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        if self.id != 0
+            && s.running.load(Ordering::SeqCst) == self.id
+            && s.autocommit.load(Ordering::SeqCst)
+        {
+            s.interrupt.interrupt();
+        }
+    }
+}
+
+/// The rows of an `iterate`, arriving in chunks from the connection thread.
+struct SqliteRows {
+    rx: tokio_mpsc::Receiver<Result<Vec<Record>>>,
+    buffer: std::vec::IntoIter<Record>,
+    guard: Option<InterruptOnDrop>,
+}
+
+impl futures_core::Stream for SqliteRows {
+    type Item = Result<Record>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(record) = self.buffer.next() {
+                return Poll::Ready(Some(Ok(record)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => self.buffer = chunk.into_iter(),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    if let Some(g) = self.guard.take() {
+                        g.disarm();
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Refuses to run a statement meant for a transaction that SQLite has already ended (SQLite
+/// rolls back by itself after some errors, such as an interrupted write or a full disk):
+/// running it would silently autocommit.
+fn check_transaction(conn: &rusqlite::Connection, in_transaction: bool) -> Result<()> {
+    if in_transaction && conn.is_autocommit() {
+        Err(Error::transaction(
+            "the transaction was already rolled back by SQLite after an earlier error; \
+             roll it back and start a new one",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn prepare<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    values: &[SqlValue],
+) -> Result<rusqlite::CachedStatement<'c>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+    let expected = stmt.parameter_count();
+    if expected != values.len() {
+        return Err(Error::new(
+            ErrorKind::InvalidParameter,
+            format!(
+                "the statement has {expected} parameter placeholder(s) but {} value(s) were bound; \
+                 write parameters as :name",
+                values.len()
+            ),
+        ));
+    }
+    for (i, v) in values.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, v).map_err(map_error)?;
+    }
+    Ok(stmt)
+}
+
+fn columns_of(stmt: &rusqlite::Statement<'_>) -> Arc<Columns> {
+    Arc::new(Columns::new(
+        stmt.column_names().map(str::to_owned).collect(),
+    ))
+}
+
+/// Runs a statement to its end; the first column of its first row (for `RETURNING`) is kept.
+fn run_statement(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[SqlValue],
+) -> Result<ExecuteResult> {
+    let mut stmt = prepare(conn, sql, values)?;
+    let readonly = stmt.readonly();
+    let columns = columns_of(&stmt);
+    let mut rows = stmt.raw_query();
+    let mut returned = Value::Null;
+    let mut first = true;
+    while let Some(row) = rows.next().map_err(map_error)? {
+        if first && !columns.is_empty() {
+            returned = read_value(row, 0, &columns)?;
+        }
+        first = false;
+    }
+    drop(rows);
+    Ok(ExecuteResult {
+        rows_affected: if readonly { 0 } else { conn.changes() },
+        last_insert_id: Some(conn.last_insert_rowid()),
+        returned,
+    })
+}
+
+fn read_row(row: &rusqlite::Row<'_>, width: usize, columns: &Columns) -> Result<Vec<Value>> {
+    (0..width).map(|i| read_value(row, i, columns)).collect()
+}
+
+fn read_value(row: &rusqlite::Row<'_>, i: usize, columns: &Columns) -> Result<Value> {
+    Ok(match row.get_ref(i).map_err(map_error)? {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(v) => Value::Int(v),
+        ValueRef::Real(v) => Value::Float(v),
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(s) => Value::Text(s.to_owned()),
+            Err(e) => {
+                return Err(Error::decode(format!(
+                    "column '{}' holds text that is not valid UTF-8 ({e}); read it as bytes with CAST(... AS BLOB)",
+                    columns.names()[i]
+                )));
+            }
+        },
+        ValueRef::Blob(bytes) => Value::Bytes(bytes.to_vec()),
+    })
+}
+
+/// Converts values to SQLite's storage classes before they are sent to the thread, so that a
+/// value SQLite cannot hold is an error naming its parameter.
+fn to_sqlite_values(
+    values: Vec<Value>,
+    names: &[String],
+    row: Option<usize>,
+) -> Result<Vec<SqlValue>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            to_sqlite(v).map_err(|why| {
+                let name = names.get(i).map_or("?", String::as_str);
+                let at = row.map(|r| format!(" in row {r}")).unwrap_or_default();
+                Error::new(
+                    ErrorKind::InvalidParameter,
+                    format!("parameter ':{name}'{at}: {why}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn to_sqlite(v: Value) -> std::result::Result<SqlValue, String> {
+    Ok(match v {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(b)),
+        Value::Int(i) => SqlValue::Integer(i),
+        Value::UInt(u) => {
+            SqlValue::Integer(i64::try_from(u).map_err(|_| {
+                format!("{u} is larger than SQLite's largest integer ({})", i64::MAX)
+            })?)
+        }
+        Value::Float(f) if f.is_nan() => {
+            return Err("SQLite cannot store NaN (it would become NULL)".to_owned());
+        }
+        Value::Float(f) => SqlValue::Real(f),
+        Value::Decimal(d) => SqlValue::Text(d.to_string()),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Bytes(b) => SqlValue::Blob(b),
+        Value::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
+        Value::Time(t) => SqlValue::Text(t.format("%H:%M:%S%.f").to_string()),
+        Value::DateTime(dt) => SqlValue::Text(dt.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
+        Value::DateTimeTz(dt) => SqlValue::Text(dt.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string()),
+        Value::Uuid(u) => SqlValue::Text(u.hyphenated().to_string()),
+        Value::Json(j) => SqlValue::Text(j.to_string()),
+        Value::Array(_) => {
+            return Err("SQLite has no array type; pass the array as JSON".to_owned());
+        }
+    })
+}
+
+/// Maps a rusqlite error onto the portable kinds. SQLite reports syntax errors with the generic
+/// `SQLITE_ERROR` code, so those are recognised by the engine's message.
+fn map_error(e: rusqlite::Error) -> Error {
+    use rusqlite::ffi;
+    let (code, extended, msg) = match &e {
+        rusqlite::Error::SqliteFailure(err, msg) => (
+            err.code,
+            err.extended_code,
+            msg.clone().unwrap_or_else(|| err.to_string()),
+        ),
+        rusqlite::Error::SqlInputError { error, msg, .. } => {
+            (error.code, error.extended_code, msg.clone())
+        }
+        _ => {
+            let message = e.to_string();
+            return Error::new(ErrorKind::Database, message).with_source(e);
+        }
+    };
+    let kind = match extended {
+        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+            ErrorKind::UniqueViolation
+        }
+        ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+        ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+        ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+        _ if code == rusqlite::ErrorCode::Unknown
+            && (msg.contains("syntax error")
+                || msg.starts_with("incomplete input")
+                || msg.starts_with("unrecognized token")) =>
+        {
+            ErrorKind::Syntax
+        }
+        _ => ErrorKind::Database,
+    };
+    Error::new(kind, format!("{kind}: {msg}"))
+        .with_db(extended.to_string(), msg)
+        .with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> SqliteConfig {
+        SqliteConfig::from_url(&DatabaseUrl::parse(url).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dead_connection_thread_is_connection_lost_and_broken() {
+        let mut conn = SqliteConnection::open(&config("sqlite://")).await.unwrap();
+        assert!(!conn.is_broken());
+        // Simulate the thread dying (a bug in a job): the panic ends the thread.
+        let _ = conn.call(|_| -> Result<()> { panic!("worker died") }).await;
+        let e = conn.control("SELECT 1".to_owned()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionLost);
+        assert_eq!(e.to_string(), "the SQLite connection thread has stopped");
+        assert!(conn.is_broken());
+        assert!(!conn.queue("ROLLBACK".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_statement_never_autocommits_when_its_transaction_is_gone() {
+        let mut conn = SqliteConnection::open(&config("sqlite://")).await.unwrap();
+        conn.control("CREATE TABLE t (x INTEGER)".to_owned())
+            .await
+            .unwrap();
+        let query = BoundQuery {
+            sql: "INSERT INTO t VALUES (1)".to_owned(),
+            values: Vec::new(),
+            names: Vec::new(),
+            in_transaction: true,
+        };
+        // The caller believes a transaction is open, but SQLite has none.
+        let e = conn.execute(query).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transaction);
+        let rows = conn
+            .fetch(
+                BoundQuery {
+                    sql: "SELECT COUNT(*) FROM t".to_owned(),
+                    values: Vec::new(),
+                    names: Vec::new(),
+                    in_transaction: false,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0][0], Value::Int(0));
+    }
+
+    #[test]
+    fn targets_from_urls() {
+        let c = config("sqlite://");
+        assert!(c.in_memory);
+        assert_eq!(c.target, ":memory:");
+        let c = config("sqlite:///:memory:");
+        assert!(c.in_memory);
+        let c = config("sqlite:///app.db");
+        assert!(!c.in_memory);
+        assert_eq!(c.target, "app.db");
+        assert_eq!(c.begin, "BEGIN IMMEDIATE");
+        let c = config("sqlite:////tmp/a.db?mode=ro&transaction_mode=deferred");
+        assert_eq!(c.target, "file:/tmp/a.db?mode=ro");
+        assert!(c.uri && c.read_only);
+        assert_eq!(c.begin, "BEGIN DEFERRED");
+        let c = config("sqlite:///file::memory:?cache=shared");
+        assert!(c.in_memory);
+        assert_eq!(c.target, "file::memory:?cache=shared");
+        let c = config("sqlite:///x.db?busy_timeout=0.25");
+        assert_eq!(c.busy_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        let e = SqliteConfig::from_url(
+            &DatabaseUrl::parse("sqlite:///x.db?journal_mode=fast").unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value 'fast' for option 'journal_mode': expected one of delete, truncate, persist, memory, wal, off"
+        );
+    }
+
+    #[test]
+    fn values_sqlite_cannot_hold_are_named() {
+        let e = to_sqlite_values(
+            vec![Value::Int(1), Value::UInt(u64::MAX)],
+            &["a".into(), "big".into()],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidParameter);
+        assert!(
+            e.to_string()
+                .starts_with("parameter ':big': 18446744073709551615 is larger"),
+            "{e}"
+        );
+        let e = to_sqlite_values(vec![Value::Float(f64::NAN)], &["x".into()], Some(3)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("parameter ':x' in row 3: SQLite cannot store NaN"),
+            "{e}"
+        );
+        let e = to_sqlite_values(vec![Value::array([1])], &["x".into()], None).unwrap_err();
+        assert!(e.to_string().contains("no array type"), "{e}");
+    }
+
+    #[test]
+    fn storage_forms_of_typed_values() {
+        use chrono::NaiveDate;
+        let d = NaiveDate::from_ymd_opt(2024, 1, 31).unwrap();
+        let dt = d.and_hms_micro_opt(10, 0, 0, 5).unwrap();
+        assert_eq!(
+            to_sqlite(Value::Date(d)),
+            Ok(SqlValue::Text("2024-01-31".into()))
+        );
+        assert_eq!(
+            to_sqlite(Value::DateTime(dt)),
+            Ok(SqlValue::Text("2024-01-31 10:00:00.000005".into()))
+        );
+        assert_eq!(to_sqlite(Value::Bool(true)), Ok(SqlValue::Integer(1)));
+        assert_eq!(
+            to_sqlite(Value::Json(serde_json::json!({"a": 1}))),
+            Ok(SqlValue::Text(r#"{"a":1}"#.into()))
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! [`Connection`]: one pooled connection held by a caller.
+
+use futures_util::future::BoxFuture;
+
+use crate::backend::BoundQuery;
+use crate::error::{Error, Result};
+use crate::params::{IntoParams, rewrite};
+use crate::pool::Handle;
+use crate::record::{ColumnIndex, Record};
+use crate::stream::RowStream;
+use crate::transaction::{Transaction, TxConn};
+use crate::url::Backend;
+use crate::value::{FromValue, Value};
+
+/// What a statement did, as far as the database reports it.
+///
+/// [`Connection::execute`] returns the value encode/databases returns; this carries all of it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ExecuteResult {
+    /// Rows inserted, updated or deleted by the statement (0 for a query).
+    pub rows_affected: u64,
+    /// The row id of the last successful insert on this connection (SQLite, MySQL).
+    pub last_insert_id: Option<i64>,
+    /// The first column of the first row the statement returned (`INSERT ... RETURNING id`),
+    /// or NULL.
+    pub returned: Value,
+}
+
+impl ExecuteResult {
+    /// What `execute` returns on `backend`: the last inserted row id on SQLite and MySQL, the
+    /// first returned value on PostgreSQL.
+    fn value(&self, backend: Backend) -> Value {
+        match backend {
+            Backend::Postgres => self.returned.clone(),
+            Backend::Mysql | Backend::Sqlite => self.last_insert_id.map_or(Value::Null, Value::Int),
+        }
+    }
+}
+
+/// One connection taken from the pool, returned to it on drop.
+///
+/// Get one with [`crate::Database::connection`] to run several statements on the same
+/// connection (temporary tables, session settings). A connection that is dropped inside a
+/// transaction has that transaction rolled back before anyone else can use it.
+pub struct Connection {
+    pub(crate) handle: Handle,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("backend", &self.backend())
+            .field("transaction_depth", &self.handle.depth)
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self { handle }
+    }
+
+    /// The database engine behind this connection.
+    pub fn backend(&self) -> Backend {
+        self.handle.raw.backend()
+    }
+
+    /// True while a transaction is open on this connection (including the outer transaction
+    /// of a `force_rollback` database).
+    pub fn in_transaction(&self) -> bool {
+        self.handle.depth > 0
+    }
+
+    /// Rewrites the `:name` placeholders for this connection's database; no values yet.
+    fn rewrite(&self, sql: &str) -> BoundQuery {
+        let rewritten = rewrite(sql, self.handle.raw.dialect());
+        BoundQuery {
+            sql: rewritten.sql,
+            values: Vec::new(),
+            names: rewritten.names,
+            in_transaction: self.in_transaction(),
+        }
+    }
+
+    fn bind(&self, sql: &str, params: impl IntoParams) -> Result<BoundQuery> {
+        let mut query = self.rewrite(sql);
+        query.values = params.into_params()?.bind(&query.names)?;
+        Ok(query)
+    }
+
+    /// Runs a statement and returns what encode/databases returns: the last inserted row id
+    /// on SQLite and MySQL, the first column of the first returned row on PostgreSQL
+    /// (`INSERT ... RETURNING id`), NULL otherwise. See [`Connection::execute_result`] for the
+    /// affected row count.
+    pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<Value> {
+        let backend = self.backend();
+        Ok(self.execute_result(sql, params).await?.value(backend))
+    }
+
+    /// Runs a statement and returns everything the database reports about it.
+    pub async fn execute_result(
+        &mut self,
+        sql: &str,
+        params: impl IntoParams,
+    ) -> Result<ExecuteResult> {
+        let query = self.bind(sql, params)?;
+        self.handle.raw.execute(query).await
+    }
+
+    /// Runs one statement once per parameter set, as a single unit: if one row fails, none of
+    /// them is applied. Returns the total number of rows affected.
+    pub async fn execute_many<P: IntoParams>(
+        &mut self,
+        sql: &str,
+        params: impl IntoIterator<Item = P>,
+    ) -> Result<u64> {
+        let query = self.rewrite(sql);
+        let rows = params
+            .into_iter()
+            .map(|p| p.into_params()?.bind(&query.names))
+            .collect::<Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.handle.raw.execute_many(query, rows).await
+    }
+
+    /// Runs a query and returns all its rows.
+    pub async fn fetch_all(&mut self, sql: &str, params: impl IntoParams) -> Result<Vec<Record>> {
+        let query = self.bind(sql, params)?;
+        self.handle.raw.fetch(query, None).await
+    }
+
+    /// Runs a query and returns its first row, or `None` when it returns no rows. Rows after
+    /// the first are not read.
+    pub async fn fetch_one(
+        &mut self,
+        sql: &str,
+        params: impl IntoParams,
+    ) -> Result<Option<Record>> {
+        let query = self.bind(sql, params)?;
+        Ok(self.handle.raw.fetch(query, Some(1)).await?.pop())
+    }
+
+    /// Runs a query and returns one column of its first row, converted to `T`; `None` when it
+    /// returns no rows. A NULL value needs `T = Option<_>` (or [`Value`]).
+    pub async fn fetch_val<T: FromValue>(
+        &mut self,
+        sql: &str,
+        params: impl IntoParams,
+        column: impl ColumnIndex,
+    ) -> Result<Option<T>> {
+        match self.fetch_one(sql, params).await? {
+            Some(record) => record.get(column).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Streams the rows of a query without loading them all. The connection is busy until the
+    /// stream ends or is dropped.
+    pub fn iterate(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
+        match self.bind(sql, params) {
+            Ok(query) => RowStream::new(self.handle.raw.stream(query)),
+            Err(e) => RowStream::new(Box::pin(futures_util::stream::once(async { Err(e) }))),
+        }
+    }
+
+    /// Like [`Connection::iterate`], with the stream owning the connection.
+    pub(crate) fn into_stream(
+        mut self,
+        sql: &str,
+        params: impl IntoParams,
+    ) -> Result<RowStream<'static>> {
+        let query = self.bind(sql, params)?;
+        let inner = self.handle.raw.stream(query);
+        Ok(RowStream::owning(inner, self))
+    }
+
+    /// Starts a transaction: `BEGIN`, or a savepoint when one is already open on this
+    /// connection. It rolls back unless committed.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
+        Transaction::begin(TxConn::Borrowed(self)).await
+    }
+
+    /// Runs `f` in a transaction that commits when `f` returns `Ok` and rolls back when it
+    /// returns `Err` (or panics, or is cancelled).
+    ///
+    /// ```
+    /// # async fn demo(conn: &mut databases::Connection) -> databases::Result<()> {
+    /// let id = conn
+    ///     .transaction_with(|tx| Box::pin(async move {
+    ///         tx.execute("INSERT INTO notes (text) VALUES (:t)", databases::params! { "t" => "hi" })
+    ///             .await
+    ///     }))
+    ///     .await?;
+    /// # let _ = id; Ok(()) }
+    /// ```
+    pub async fn transaction_with<'c, T, E, F>(&'c mut self, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut Transaction<'c>) -> BoxFuture<'t, Result<T, E>>,
+        E: From<Error>,
+    {
+        let tx = Transaction::begin(TxConn::Borrowed(self)).await?;
+        tx.run(f).await
+    }
+}

@@ -1,0 +1,122 @@
+//! The connection pool (bb8) and the handle a [`crate::Connection`] holds.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use crate::backend::RawConnection;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+
+/// A pooled connection and the state this crate tracks for it.
+pub(crate) struct PoolConn {
+    pub(crate) raw: RawConnection,
+    /// How many transactions are open on it: 0 outside, 1 in `BEGIN`, 2+ in savepoints.
+    pub(crate) depth: u32,
+    /// Set when the connection may be in an unknown state; the pool then discards it.
+    pub(crate) broken: bool,
+}
+
+/// Opens connections for the pool and decides which ones may go back into it.
+pub(crate) struct Manager {
+    pub(crate) config: Arc<Config>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PoolConn;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<PoolConn> {
+        Ok(PoolConn {
+            raw: RawConnection::open(&self.config).await?,
+            depth: 0,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PoolConn) -> Result<()> {
+        if self.has_broken(conn) {
+            Err(Error::connection_lost("the pooled connection is broken"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A connection goes back into the pool only if it is alive and outside any transaction.
+    fn has_broken(&self, conn: &mut PoolConn) -> bool {
+        conn.broken || conn.depth != 0 || conn.raw.is_broken()
+    }
+}
+
+pub(crate) type Pool = bb8::Pool<Manager>;
+pub(crate) type Pooled = bb8::PooledConnection<'static, Manager>;
+
+/// Builds the pool and opens `min_size` connections, so that a bad path or server fails here.
+pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
+    let in_memory = {
+        #[cfg(feature = "sqlite")]
+        {
+            config.url.backend() == crate::Backend::Sqlite && config.sqlite.in_memory
+        }
+        #[cfg(not(feature = "sqlite"))]
+        {
+            false
+        }
+    };
+    let mut builder = bb8::Pool::builder()
+        .max_size(config.max_size)
+        .min_idle(Some(config.min_size))
+        .connection_timeout(config.acquire_timeout)
+        .test_on_check_out(false)
+        .retry_connection(false);
+    if in_memory {
+        // Closing the one connection would drop the database.
+        builder = builder.idle_timeout(None).max_lifetime(None);
+    }
+    builder.build(Manager { config }).await
+}
+
+/// Takes a connection from the pool, waiting at most the acquire timeout.
+pub(crate) async fn acquire(pool: &Pool, config: &Config) -> Result<Pooled> {
+    pool.get_owned().await.map_err(|e| match e {
+        bb8::RunError::User(e) => e,
+        bb8::RunError::TimedOut => pool_timeout(config),
+    })
+}
+
+pub(crate) fn pool_timeout(config: &Config) -> Error {
+    Error::new(
+        ErrorKind::PoolTimeout,
+        format!(
+            "no connection became free within {:?} (the pool holds at most {} connection(s); \
+             raise max_size or acquire_timeout, or release connections sooner)",
+            config.acquire_timeout, config.max_size
+        ),
+    )
+}
+
+/// What a [`crate::Connection`] holds: its own pooled connection, or the one shared connection
+/// of a `force_rollback` database.
+pub(crate) enum Handle {
+    Pooled(Pooled),
+    Shared(tokio::sync::OwnedMutexGuard<Pooled>),
+}
+
+impl Deref for Handle {
+    type Target = PoolConn;
+
+    fn deref(&self) -> &PoolConn {
+        match self {
+            Self::Pooled(p) => p,
+            Self::Shared(g) => g,
+        }
+    }
+}
+
+impl DerefMut for Handle {
+    fn deref_mut(&mut self) -> &mut PoolConn {
+        match self {
+            Self::Pooled(p) => p,
+            Self::Shared(g) => g,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! [`Transaction`]: `BEGIN` / `SAVEPOINT sp_N`, commit, rollback, rollback on drop.
+
+use std::ops::{Deref, DerefMut};
+
+use futures_util::future::BoxFuture;
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+/// The connection a transaction runs on: its own, or one borrowed from a [`Connection`] or an
+/// outer [`Transaction`].
+pub(crate) enum TxConn<'c> {
+    Owned(Connection),
+    Borrowed(&'c mut Connection),
+}
+
+/// An open transaction.
+///
+/// The outermost transaction on a connection is `BEGIN ... COMMIT`; a transaction started
+/// inside it (with [`Connection::transaction`], reached through `Deref`) is a
+/// savepoint, so rolling back the inner one keeps the outer one's work.
+///
+/// It dereferences to [`Connection`], so every query method works on it.
+///
+/// ## Note
+///
+/// A transaction **rolls back unless committed**: dropping it without calling
+/// [`Transaction::commit`] (an early `return`, a `?`, a panic, a cancelled future) rolls it
+/// back. The rollback is queued on the connection before it can be used again, so the next
+/// user never sees the transaction's work or an open transaction.
+pub struct Transaction<'c> {
+    conn: TxConn<'c>,
+    /// 1 for `BEGIN`, n > 1 for savepoint `sp_n`.
+    level: u32,
+    /// Set once committed or rolled back; otherwise `Drop` rolls back.
+    done: bool,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rollback_sql(level: u32) -> String {
+    if level == 1 {
+        "ROLLBACK".to_owned()
+    } else {
+        format!("ROLLBACK TO SAVEPOINT sp_{level}; RELEASE SAVEPOINT sp_{level}")
+    }
+}
+
+impl<'c> Transaction<'c> {
+    pub(crate) async fn begin(conn: TxConn<'c>) -> Result<Self> {
+        let mut tx = Self {
+            conn,
+            level: 0,
+            done: true,
+        };
+        let c = tx.connection_mut();
+        let level = c.handle.depth + 1;
+        let sql = if level == 1 {
+            c.handle.raw.begin_sql().to_owned()
+        } else {
+            format!("SAVEPOINT sp_{level}")
+        };
+        // Count the transaction before sending BEGIN: if this future is dropped while BEGIN
+        // runs, `Drop` queues the rollback behind it.
+        c.handle.depth = level;
+        tx.level = level;
+        tx.done = false;
+        if let Err(e) = tx.connection_mut().handle.raw.control(sql).await {
+            tx.done = true;
+            tx.connection_mut().handle.depth = level - 1;
+            return Err(e);
+        }
+        Ok(tx)
+    }
+
+    fn connection_mut(&mut self) -> &mut Connection {
+        match &mut self.conn {
+            TxConn::Owned(c) => c,
+            TxConn::Borrowed(c) => c,
+        }
+    }
+
+    fn connection(&self) -> &Connection {
+        match &self.conn {
+            TxConn::Owned(c) => c,
+            TxConn::Borrowed(c) => c,
+        }
+    }
+
+    /// 1 for the outermost transaction on the connection, 2 or more for a savepoint.
+    pub fn depth(&self) -> u32 {
+        self.level
+    }
+
+    fn check_innermost(&self) -> Result<()> {
+        let open = self.connection().handle.depth;
+        if open == self.level {
+            Ok(())
+        } else {
+            Err(Error::transaction(format!(
+                "cannot finish the transaction at depth {} while the one at depth {open} is open",
+                self.level
+            )))
+        }
+    }
+
+    /// Makes the transaction's work permanent (`COMMIT`, or `RELEASE SAVEPOINT` for a nested
+    /// one). Once this returns `Ok` on the outermost transaction, the work is durable. If it
+    /// fails, the transaction is rolled back.
+    pub async fn commit(mut self) -> Result<()> {
+        self.check_innermost()?;
+        let sql = if self.level == 1 {
+            "COMMIT".to_owned()
+        } else {
+            format!("RELEASE SAVEPOINT sp_{}", self.level)
+        };
+        // On error `done` stays false and `Drop` rolls back.
+        self.connection_mut().handle.raw.control(sql).await?;
+        self.finish();
+        Ok(())
+    }
+
+    /// Undoes the transaction's work (`ROLLBACK`, or `ROLLBACK TO SAVEPOINT` for a nested
+    /// one, which keeps the outer transaction's work).
+    pub async fn rollback(mut self) -> Result<()> {
+        self.check_innermost()?;
+        let sql = rollback_sql(self.level);
+        let result = self.connection_mut().handle.raw.control(sql).await;
+        if result.is_err() {
+            // The connection's state is unknown: keep it out of the pool.
+            self.connection_mut().handle.broken = true;
+        }
+        self.finish();
+        result
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        let level = self.level;
+        self.connection_mut().handle.depth = level - 1;
+    }
+
+    /// Runs `f` in this transaction: commits when it returns `Ok`, rolls back on `Err`.
+    pub(crate) async fn run<T, E, F>(mut self, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut Transaction<'c>) -> BoxFuture<'t, Result<T, E>>,
+        E: From<Error>,
+    {
+        match f(&mut self).await {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = self.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback after a failed transaction body also failed");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Deref for Transaction<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection()
+    }
+}
+
+impl DerefMut for Transaction<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.connection_mut()
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let level = self.level;
+        let conn = self.connection_mut();
+        if level == 1 {
+            // Everything on this connection is being rolled back: a statement still running
+            // for the abandoned caller need not finish first. (Not for savepoints: on SQLite
+            // an interrupted write aborts the outer transaction too.)
+            conn.handle.raw.interrupt();
+        }
+        if !conn.handle.raw.queue_rollback(rollback_sql(level)) {
+            conn.handle.broken = true;
+        }
+        conn.handle.depth = level - 1;
+    }
+}
