@@ -1,0 +1,215 @@
+//! Streaming, concurrency and cancellation: nothing hangs, nothing leaks into the pool.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use databases::{DatabaseOptions, ErrorKind, params};
+use futures_util::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterate_over_100_000_rows() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("rb_big", "i INTEGER, label VARCHAR(20)").await;
+        t.execute_many(
+            "INSERT INTO rb_big (i, label) VALUES (:i, :label)",
+            (0..100_000).map(|i| params! { "i" => i, "label" => format!("row {i}") }),
+        )
+        .await
+        .unwrap();
+        let mut rows = t.iterate("SELECT i, label FROM rb_big ORDER BY i", ());
+        let mut n = 0i64;
+        while let Some(row) = rows.try_next().await.unwrap() {
+            assert_eq!(row.get::<i64>("i").unwrap(), n, "{l}");
+            n += 1;
+        }
+        assert_eq!(n, 100_000, "{l}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterate_does_not_load_the_whole_result() {
+    for t in common::databases().await {
+        let l = &t.label;
+        // Two billion rows: only a stream that reads as it goes can return the first ten.
+        let started = Instant::now();
+        let first: Vec<i64> = tokio::time::timeout(
+            Duration::from_secs(20),
+            t.iterate(&t.series(2_000_000_000), ())
+                .take(10)
+                .map(|r| r.unwrap().get::<i64>(0).unwrap())
+                .collect(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{l}: iterate did not stream"));
+        assert_eq!(first, (1..=10).collect::<Vec<_>>(), "{l}");
+        // Dropping the stream stopped the query: the pool serves the next call promptly.
+        let v = tokio::time::timeout(
+            Duration::from_secs(20),
+            t.fetch_val::<i64>("SELECT 1", (), 0),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{l}: the abandoned stream kept running"))
+        .unwrap();
+        assert_eq!(v, Some(1), "{l}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{l}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_tasks_on_one_database() {
+    for t in common::databases().await {
+        let l = t.label.clone();
+        t.recreate("rb_concurrent", "task INTEGER, n INTEGER").await;
+        let mut tasks = Vec::new();
+        for task in 0..50i64 {
+            let db = t.db.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..10i64 {
+                    if n % 2 == 0 {
+                        let mut tx = db.transaction().await?;
+                        tx.execute(
+                            "INSERT INTO rb_concurrent (task, n) VALUES (:t, :n)",
+                            params! { "t" => task, "n" => n },
+                        )
+                        .await?;
+                        tx.commit().await?;
+                    } else {
+                        db.execute(
+                            "INSERT INTO rb_concurrent (task, n) VALUES (:t, :n)",
+                            params! { "t" => task, "n" => n },
+                        )
+                        .await?;
+                    }
+                    let mine: Option<i64> = db
+                        .fetch_val(
+                            "SELECT COUNT(*) FROM rb_concurrent WHERE task = :t",
+                            params! { "t" => task },
+                            0,
+                        )
+                        .await?;
+                    assert_eq!(mine, Some(n + 1));
+                }
+                Ok::<_, databases::Error>(())
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .unwrap_or_else(|_| panic!("{l}: a task hung"))
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        assert_eq!(t.count("rb_concurrent").await, 500, "{l}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dropped_mid_query_leaves_the_pool_clean() {
+    let one = DatabaseOptions::new()
+        .max_size(1)
+        .min_size(1)
+        .acquire_timeout(Duration::from_secs(20));
+    for t in common::databases_with(&one) {
+        let l = &t.label;
+        t.connect().await.unwrap();
+        t.recreate("rb_cancel", "x INTEGER").await;
+
+        // Outside a transaction: the running statement is stopped, not waited for.
+        let slow = t.fetch_one(t.slow_query(), ());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), slow)
+                .await
+                .is_err(),
+            "{l}"
+        );
+        let started = Instant::now();
+        assert_eq!(
+            t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+            Some(1),
+            "{l}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{l}: waited {:?}",
+            started.elapsed()
+        );
+
+        // Inside a transaction: the whole transaction is dropped with the future.
+        let db = t.db.clone();
+        let slow_sql = t.slow_query();
+        let in_tx = async move {
+            let mut tx = db.transaction().await?;
+            tx.execute(
+                "INSERT INTO rb_cancel (x) VALUES (:x)",
+                params! { "x" => 1 },
+            )
+            .await?;
+            tx.fetch_one(slow_sql, ()).await?;
+            tx.commit().await
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), in_tx)
+                .await
+                .is_err(),
+            "{l}"
+        );
+
+        // The pool's only connection is usable, holds no open transaction and none of the work.
+        let mut conn = tokio::time::timeout(Duration::from_secs(60), t.connection())
+            .await
+            .unwrap_or_else(|_| panic!("{l}: the connection never came back"))
+            .unwrap();
+        assert!(!conn.in_transaction(), "{l}");
+        assert_eq!(
+            conn.fetch_val::<i64>("SELECT COUNT(*) FROM rb_cancel", (), 0)
+                .await
+                .unwrap(),
+            Some(0),
+            "{l}"
+        );
+        // BEGIN would fail if the server still had a transaction open on this connection.
+        let tx = conn
+            .transaction()
+            .await
+            .unwrap_or_else(|e| panic!("{l}: {e}"));
+        tx.commit().await.unwrap();
+        drop(conn);
+
+        // Dropped while waiting for BEGIN's answer, repeatedly: never a dirty connection.
+        for _ in 0..50 {
+            let begin = t.transaction();
+            let _ = tokio::time::timeout(Duration::from_micros(1), begin).await;
+        }
+        let mut conn = t.connection().await.unwrap();
+        assert!(!conn.in_transaction(), "{l}");
+        conn.transaction().await.unwrap().commit().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_timeout_names_the_limit() {
+    let opts = DatabaseOptions::new()
+        .max_size(1)
+        .acquire_timeout(Duration::from_millis(150));
+    for t in common::databases_with(&opts) {
+        let l = &t.label;
+        t.connect().await.unwrap();
+        let held = t.connection().await.unwrap();
+        let started = Instant::now();
+        let e = t.fetch_one("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{l}");
+        assert!(
+            e.to_string().contains("at most 1 connection(s)"),
+            "{l}: {e}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(150), "{l}");
+        drop(held);
+        assert_eq!(
+            t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+            Some(1),
+            "{l}"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Transactions, savepoints and force_rollback, on every backend.
+
+mod common;
+
+use databases::{DatabaseOptions, Error, ErrorKind, params};
+
+const INSERT: &str = "INSERT INTO {t} (x) VALUES (:x)";
+
+fn insert(table: &str) -> String {
+    INSERT.replace("{t}", table)
+}
+
+#[tokio::test]
+async fn commit_keeps_and_rollback_discards() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_basic", "x INTEGER").await;
+        let mut tx = t.transaction().await.unwrap();
+        assert_eq!(tx.depth(), 1, "{l}");
+        assert!(tx.in_transaction(), "{l}");
+        tx.execute(&insert("tx_basic"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(t.count("tx_basic").await, 1, "{l}");
+
+        let mut tx = t.transaction().await.unwrap();
+        tx.execute(&insert("tx_basic"), params! { "x" => 2 })
+            .await
+            .unwrap();
+        // Inside the transaction the row is visible ...
+        assert_eq!(
+            tx.fetch_val::<i64>("SELECT COUNT(*) FROM tx_basic", (), 0)
+                .await
+                .unwrap(),
+            Some(2),
+            "{l}"
+        );
+        tx.rollback().await.unwrap();
+        // ... and gone after the rollback.
+        assert_eq!(t.count("tx_basic").await, 1, "{l}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_transaction_rolls_it_back() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_drop", "x INTEGER").await;
+        {
+            let mut tx = t.transaction().await.unwrap();
+            tx.execute(&insert("tx_drop"), params! { "x" => 1 })
+                .await
+                .unwrap();
+        }
+        assert_eq!(t.count("tx_drop").await, 0, "{l}");
+        // On a held connection the connection leaves the transaction too.
+        let mut conn = t.connection().await.unwrap();
+        {
+            let mut tx = conn.transaction().await.unwrap();
+            tx.execute(&insert("tx_drop"), params! { "x" => 2 })
+                .await
+                .unwrap();
+        }
+        assert!(!conn.in_transaction(), "{l}");
+        assert_eq!(
+            conn.fetch_val::<i64>("SELECT COUNT(*) FROM tx_drop", (), 0)
+                .await
+                .unwrap(),
+            Some(0),
+            "{l}"
+        );
+        // And a new transaction can start at once.
+        conn.transaction().await.unwrap().commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn nested_rollback_keeps_the_outer_work() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_nested", "x INTEGER").await;
+        let mut outer = t.transaction().await.unwrap();
+        outer
+            .execute(&insert("tx_nested"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        {
+            let mut inner = outer.transaction().await.unwrap();
+            assert_eq!(inner.depth(), 2, "{l}");
+            inner
+                .execute(&insert("tx_nested"), params! { "x" => 2 })
+                .await
+                .unwrap();
+            {
+                let mut innermost = inner.transaction().await.unwrap();
+                assert_eq!(innermost.depth(), 3, "{l}");
+                innermost
+                    .execute(&insert("tx_nested"), params! { "x" => 3 })
+                    .await
+                    .unwrap();
+                innermost.commit().await.unwrap();
+            }
+            inner.rollback().await.unwrap();
+        }
+        {
+            let mut dropped = outer.transaction().await.unwrap();
+            dropped
+                .execute(&insert("tx_nested"), params! { "x" => 4 })
+                .await
+                .unwrap();
+        }
+        let mut kept = outer.transaction().await.unwrap();
+        kept.execute(&insert("tx_nested"), params! { "x" => 5 })
+            .await
+            .unwrap();
+        kept.commit().await.unwrap();
+        outer.commit().await.unwrap();
+        let rows = t
+            .fetch_all("SELECT x FROM tx_nested ORDER BY x", ())
+            .await
+            .unwrap();
+        let xs: Vec<i64> = rows.iter().map(|r| r.get(0).unwrap()).collect();
+        assert_eq!(xs, [1, 5], "{l}");
+    }
+}
+
+#[tokio::test]
+async fn closure_form_commits_on_ok_and_rolls_back_on_err() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_closure", "x INTEGER").await;
+        let sql = insert("tx_closure");
+        let n = t
+            .transaction_with(|tx| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    tx.execute(&sql, params! { "x" => 1 }).await?;
+                    tx.execute(&sql, params! { "x" => 2 }).await?;
+                    Ok::<_, Error>(2)
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "{l}");
+        assert_eq!(t.count("tx_closure").await, 2, "{l}");
+
+        // A database error inside the body rolls back everything the body did.
+        let e = t
+            .transaction_with(|tx| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    tx.execute(&sql, params! { "x" => 3 }).await?;
+                    tx.execute("INSERT INTO no_such_table VALUES (1)", ())
+                        .await?;
+                    Ok::<_, Error>(())
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(e.kind().is_database(), "{l}: {e}");
+        assert_eq!(t.count("tx_closure").await, 2, "{l}");
+
+        // So does an application error, with the caller's own error type.
+        #[derive(Debug)]
+        #[allow(dead_code, reason = "the Db payload is only matched")]
+        enum AppError {
+            Db(Error),
+            TooBig,
+        }
+        impl From<Error> for AppError {
+            fn from(e: Error) -> Self {
+                AppError::Db(e)
+            }
+        }
+        let e = t
+            .transaction_with(|tx| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    tx.execute(&sql, params! { "x" => 100 }).await?;
+                    Err::<(), _>(AppError::TooBig)
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AppError::TooBig), "{l}");
+        assert!(!matches!(e, AppError::Db(_)), "{l}");
+        assert_eq!(t.count("tx_closure").await, 2, "{l}");
+
+        // On a connection, nested in a transaction: a savepoint.
+        let mut conn = t.connection().await.unwrap();
+        let mut outer = conn.transaction().await.unwrap();
+        outer.execute(&sql, params! { "x" => 10 }).await.unwrap();
+        let r: Result<(), Error> = outer
+            .transaction_with(|inner| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    inner.execute(&sql, params! { "x" => 11 }).await?;
+                    Err(Error::new(ErrorKind::Database, "stop"))
+                })
+            })
+            .await;
+        assert!(r.is_err(), "{l}");
+        outer.commit().await.unwrap();
+        drop(conn);
+        assert_eq!(
+            t.count("tx_closure").await,
+            3,
+            "only the outer row was added on {l}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn finishing_an_outer_transaction_while_an_inner_one_is_open_is_refused() {
+    for t in common::databases().await {
+        let l = &t.label;
+        let mut outer = t.transaction().await.unwrap();
+        let inner = outer.transaction().await.unwrap();
+        // The borrow checker prevents this in safe code unless the inner one is leaked.
+        std::mem::forget(inner);
+        let e = outer.commit().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transaction, "{l}");
+        assert_eq!(
+            e.to_string(),
+            "cannot finish the transaction at depth 1 while the one at depth 2 is open",
+            "{l}"
+        );
+        // Dropping the refused outer transaction rolls everything back; the connection is clean.
+        assert_eq!(
+            t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+            Some(1),
+            "{l}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn force_rollback_leaves_no_data_behind() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_force", "x INTEGER").await;
+        t.execute(&insert("tx_force"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        t.disconnect().await.unwrap();
+
+        let db = t.reopen(DatabaseOptions::new().force_rollback(true));
+        assert!(db.is_force_rollback(), "{l}");
+        db.connect().await.unwrap();
+        db.execute(&insert("tx_force"), params! { "x" => 2 })
+            .await
+            .unwrap();
+        {
+            let conn = db.connection().await.unwrap();
+            assert!(conn.in_transaction(), "{l}");
+        }
+        // A committed transaction is a savepoint inside the outer one.
+        let mut tx = db.transaction().await.unwrap();
+        assert_eq!(tx.depth(), 2, "{l}");
+        tx.execute(&insert("tx_force"), params! { "x" => 3 })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // A rolled-back one only undoes itself.
+        let mut tx = db.transaction().await.unwrap();
+        tx.execute(&insert("tx_force"), params! { "x" => 4 })
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        let xs: Vec<i64> = db
+            .fetch_all("SELECT x FROM tx_force ORDER BY x", ())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0).unwrap())
+            .collect();
+        assert_eq!(xs, [1, 2, 3], "{l}");
+        db.disconnect().await.unwrap();
+
+        // Everything since connect is gone.
+        t.connect().await.unwrap();
+        assert_eq!(t.count("tx_force").await, 1, "{l}");
+
+        // Reconnecting works and starts a fresh outer transaction.
+        db.connect().await.unwrap();
+        db.execute(&insert("tx_force"), params! { "x" => 5 })
+            .await
+            .unwrap();
+        db.disconnect().await.unwrap();
+        assert_eq!(t.count("tx_force").await, 1, "{l}");
+    }
+}
+
+#[tokio::test]
+async fn force_rollback_from_the_url() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_force_url", "x INTEGER").await;
+        let url = t.url().with_options([("force_rollback", "true")]).unwrap();
+        let db = databases::Database::new(&url).unwrap();
+        db.connect().await.unwrap();
+        db.execute(&insert("tx_force_url"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        db.disconnect().await.unwrap();
+        assert_eq!(t.count("tx_force_url").await, 0, "{l}");
+    }
+}
+
+#[tokio::test]
+async fn force_rollback_disconnect_waits_for_a_held_connection_then_times_out() {
+    for t in common::databases_with(
+        &DatabaseOptions::new()
+            .force_rollback(true)
+            .acquire_timeout(std::time::Duration::from_millis(200)),
+    ) {
+        let l = &t.label;
+        t.connect().await.unwrap();
+        let held = t.connection().await.unwrap();
+        let e = t.fetch_one("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{l}");
+        let e = t.disconnect().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{l}");
+        assert!(
+            t.is_connected(),
+            "a failed disconnect keeps the database connected on {l}"
+        );
+        drop(held);
+        t.disconnect().await.unwrap();
+        assert!(!t.is_connected(), "{l}");
+    }
+}
