@@ -334,7 +334,11 @@ impl SqliteConnection {
         let guard = InterruptOnDrop::new(&self.shared, id);
         let result = rx.await;
         guard.disarm();
-        result.map_err(|_| Error::connection_lost("the SQLite connection thread has stopped"))?
+        result.map_err(|_| {
+            // The reply was dropped unsent: the job never finished, so the thread is gone.
+            self.shared.alive.store(false, Ordering::SeqCst);
+            Error::connection_lost("the SQLite connection thread has stopped")
+        })?
     }
 
     pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
