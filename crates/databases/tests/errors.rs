@@ -258,3 +258,19 @@ async fn errors_inside_a_transaction_keep_it_usable() {
         assert_eq!(ids, [1, 3], "{l}");
     }
 }
+
+#[tokio::test]
+async fn passwords_never_show() {
+    let db = Database::new("postgresql://app:hunter2@db.example.com/app?min_size=1").unwrap();
+    for shown in [
+        format!("{db:?}"),
+        format!("{:?}", db.url()),
+        db.url().to_string(),
+        db.fetch_one("SELECT 1", ()).await.unwrap_err().to_string(),
+        db.connect().await.unwrap_err().to_string(),
+        Database::new("postgresql://app:hunter2@db.example.com:x/app").unwrap_err().to_string(),
+    ] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    assert!(format!("{db:?}").contains("app:********@db.example.com"));
+}
