@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::url::{Backend, DatabaseUrl};
+use crate::url::DatabaseUrl;
 
 /// Options of a [`crate::Database`]. Each can also be given in the URL's query string
 /// (`?min_size=2&max_size=20&acquire_timeout=5&force_rollback=true`); a value set here wins
@@ -71,20 +71,13 @@ pub(crate) struct Config {
     pub(crate) min_size: u32,
     pub(crate) max_size: u32,
     pub(crate) acquire_timeout: Duration,
-    #[cfg(feature = "sqlite")]
-    pub(crate) sqlite: crate::backend::sqlite::SqliteConfig,
+    pub(crate) backend: crate::backend::BackendConfig,
 }
 
 impl Config {
     pub(crate) fn new(url: DatabaseUrl, options: &DatabaseOptions) -> Result<Self> {
-        let backend_options: &[&str] = match url.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite => crate::backend::sqlite::OPTIONS,
-            // Backends that are not built in fail at connect; their options are not checked.
-            _ => &[],
-        };
-        let checks_options = cfg!(feature = "sqlite") && url.backend() == Backend::Sqlite;
-        if checks_options {
+        let backend = crate::backend::BackendConfig::from_url(&url)?;
+        if let Some(backend_options) = backend.options() {
             for (key, _) in url.options() {
                 if !COMMON_OPTIONS.contains(&key.as_str())
                     && !backend_options.contains(&key.as_str())
@@ -120,13 +113,7 @@ impl Config {
             parse_seconds,
         )?
         .unwrap_or(Duration::from_secs(30));
-        #[cfg(feature = "sqlite")]
-        let sqlite = crate::backend::sqlite::SqliteConfig::from_url(&url)?;
-        #[cfg(feature = "sqlite")]
-        let in_memory = url.backend() == Backend::Sqlite && sqlite.in_memory;
-        #[cfg(not(feature = "sqlite"))]
-        let in_memory = false;
-        let (min_size, max_size) = if in_memory {
+        let (min_size, max_size) = if backend.in_memory() {
             // One connection holds the whole in-memory database: every caller shares it.
             (1, 1)
         } else {
@@ -153,8 +140,7 @@ impl Config {
             min_size,
             max_size,
             acquire_timeout,
-            #[cfg(feature = "sqlite")]
-            sqlite,
+            backend,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! [`Connection`]: one pooled connection held by a caller.
 
+use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 
 use crate::backend::BoundQuery;
@@ -72,6 +73,23 @@ impl Connection {
         self.handle.depth > 0
     }
 
+    /// The backend connection, after running a rollback left pending by a dropped
+    /// [`Transaction`] (on backends that cannot queue one from `Drop`).
+    pub(crate) async fn raw(&mut self) -> Result<&mut crate::backend::RawConnection> {
+        if let Some(sql) = self.handle.pending_rollback.take()
+            && let Err(e) = self.handle.raw.control(sql).await
+        {
+            self.handle.broken = true;
+            return Err(e);
+        }
+        Ok(&mut self.handle.raw)
+    }
+
+    /// Runs transaction control SQL on this connection.
+    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+        self.raw().await?.control(sql).await
+    }
+
     /// Rewrites the `:name` placeholders for this connection's database; no values yet.
     fn rewrite(&self, sql: &str) -> BoundQuery {
         let rewritten = rewrite(sql, self.handle.raw.dialect());
@@ -105,7 +123,7 @@ impl Connection {
         params: impl IntoParams,
     ) -> Result<ExecuteResult> {
         let query = self.bind(sql, params)?;
-        self.handle.raw.execute(query).await
+        self.raw().await?.execute(query).await
     }
 
     /// Runs one statement once per parameter set, as a single unit: if one row fails, none of
@@ -123,13 +141,13 @@ impl Connection {
         if rows.is_empty() {
             return Ok(0);
         }
-        self.handle.raw.execute_many(query, rows).await
+        self.raw().await?.execute_many(query, rows).await
     }
 
     /// Runs a query and returns all its rows.
     pub async fn fetch_all(&mut self, sql: &str, params: impl IntoParams) -> Result<Vec<Record>> {
         let query = self.bind(sql, params)?;
-        self.handle.raw.fetch(query, None).await
+        self.raw().await?.fetch(query, None).await
     }
 
     /// Runs a query and returns its first row, or `None` when it returns no rows. Rows after
@@ -140,7 +158,7 @@ impl Connection {
         params: impl IntoParams,
     ) -> Result<Option<Record>> {
         let query = self.bind(sql, params)?;
-        Ok(self.handle.raw.fetch(query, Some(1)).await?.pop())
+        Ok(self.raw().await?.fetch(query, Some(1)).await?.pop())
     }
 
     /// Runs a query and returns one column of its first row, converted to `T`; `None` when it
@@ -160,20 +178,19 @@ impl Connection {
     /// Streams the rows of a query without loading them all. The connection is busy until the
     /// stream ends or is dropped.
     pub fn iterate(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
-        match self.bind(sql, params) {
-            Ok(query) => RowStream::new(self.handle.raw.stream(query)),
-            Err(e) => RowStream::new(Box::pin(futures_util::stream::once(async { Err(e) }))),
-        }
+        let query = self.bind(sql, params);
+        let open = async move { self.raw().await?.stream(query?).await };
+        RowStream::new(Box::pin(futures_util::stream::once(open).try_flatten()))
     }
 
     /// Like [`Connection::iterate`], with the stream owning the connection.
-    pub(crate) fn into_stream(
+    pub(crate) async fn into_stream(
         mut self,
         sql: &str,
         params: impl IntoParams,
     ) -> Result<RowStream<'static>> {
         let query = self.bind(sql, params)?;
-        let inner = self.handle.raw.stream(query);
+        let inner = self.raw().await?.stream(query).await?;
         Ok(RowStream::owning(inner, self))
     }
 

@@ -330,7 +330,7 @@ impl Database {
         let open = async move {
             let params = params?;
             let conn = db.connection().await?;
-            conn.into_stream(&sql, params)
+            conn.into_stream(&sql, params).await
         };
         RowStream::new(Box::pin(futures_util::stream::once(open).try_flatten()))
     }

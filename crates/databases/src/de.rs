@@ -182,6 +182,9 @@ impl<'de> Deserializer<'de> for ValueDeserializer<'de> {
             Value::Bytes(b) => visitor.visit_borrowed_bytes(b),
             Value::Date(d) => visitor.visit_string(d.to_string()),
             Value::Time(t) => visitor.visit_string(t.to_string()),
+            Value::TimeTz(..) | Value::Interval { .. } => {
+                visitor.visit_string(self.0.to_string().trim_matches('\'').to_owned())
+            }
             Value::DateTime(dt) => visitor.visit_string(format!("{dt:?}")),
             Value::DateTimeTz(dt) => visitor.visit_string(dt.to_rfc3339()),
             Value::Uuid(u) => visitor.visit_string(u.to_string()),

@@ -14,6 +14,10 @@ pub(crate) struct PoolConn {
     pub(crate) depth: u32,
     /// Set when the connection may be in an unknown state; the pool then discards it.
     pub(crate) broken: bool,
+    /// A rollback that a dropped transaction could not queue; it runs before the next
+    /// statement. A connection that goes back to the pool with one is discarded instead
+    /// (closing it ends the transaction on the server).
+    pub(crate) pending_rollback: Option<String>,
 }
 
 /// Opens connections for the pool and decides which ones may go back into it.
@@ -30,6 +34,7 @@ impl bb8::ManageConnection for Manager {
             raw: RawConnection::open(&self.config).await?,
             depth: 0,
             broken: false,
+            pending_rollback: None,
         })
     }
 
@@ -43,7 +48,7 @@ impl bb8::ManageConnection for Manager {
 
     /// A connection goes back into the pool only if it is alive and outside any transaction.
     fn has_broken(&self, conn: &mut PoolConn) -> bool {
-        conn.broken || conn.depth != 0 || conn.raw.is_broken()
+        conn.broken || conn.depth != 0 || conn.pending_rollback.is_some() || conn.raw.is_broken()
     }
 }
 
@@ -52,16 +57,7 @@ pub(crate) type Pooled = bb8::PooledConnection<'static, Manager>;
 
 /// Builds the pool and opens `min_size` connections, so that a bad path or server fails here.
 pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
-    let in_memory = {
-        #[cfg(feature = "sqlite")]
-        {
-            config.url.backend() == crate::Backend::Sqlite && config.sqlite.in_memory
-        }
-        #[cfg(not(feature = "sqlite"))]
-        {
-            false
-        }
-    };
+    let in_memory = config.backend.in_memory();
     let mut builder = bb8::Pool::builder()
         .max_size(config.max_size)
         .min_idle(Some(config.min_size))

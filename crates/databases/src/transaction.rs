@@ -71,7 +71,7 @@ impl<'c> Transaction<'c> {
         c.handle.depth = level;
         tx.level = level;
         tx.done = false;
-        if let Err(e) = tx.connection_mut().handle.raw.control(sql).await {
+        if let Err(e) = tx.connection_mut().control(sql).await {
             tx.done = true;
             tx.connection_mut().handle.depth = level - 1;
             return Err(e);
@@ -121,7 +121,7 @@ impl<'c> Transaction<'c> {
             format!("RELEASE SAVEPOINT sp_{}", self.level)
         };
         // On error `done` stays false and `Drop` rolls back.
-        self.connection_mut().handle.raw.control(sql).await?;
+        self.connection_mut().control(sql).await?;
         self.finish();
         Ok(())
     }
@@ -131,7 +131,7 @@ impl<'c> Transaction<'c> {
     pub async fn rollback(mut self) -> Result<()> {
         self.check_innermost()?;
         let sql = rollback_sql(self.level);
-        let result = self.connection_mut().handle.raw.control(sql).await;
+        let result = self.connection_mut().control(sql).await;
         if result.is_err() {
             // The connection's state is unknown: keep it out of the pool.
             self.connection_mut().handle.broken = true;
@@ -194,8 +194,11 @@ impl Drop for Transaction<'_> {
             // an interrupted write aborts the outer transaction too.)
             conn.handle.raw.interrupt();
         }
-        if !conn.handle.raw.queue_rollback(rollback_sql(level)) {
-            conn.handle.broken = true;
+        let sql = rollback_sql(level);
+        if !conn.handle.raw.queue_rollback(sql.clone()) {
+            // Runs before the connection's next statement; a rollback of an outer level
+            // replaces one of an inner level, which it covers.
+            conn.handle.pending_rollback = Some(sql);
         }
         conn.handle.depth = level - 1;
     }

@@ -36,6 +36,8 @@ pub enum Value {
     Date(NaiveDate),
     /// A time of day.
     Time(NaiveTime),
+    /// A time of day with a UTC offset (PostgreSQL `timetz`).
+    TimeTz(NaiveTime, FixedOffset),
     /// A date and time without a time zone.
     DateTime(NaiveDateTime),
     /// A date and time with a UTC offset.
@@ -44,6 +46,16 @@ pub enum Value {
     Uuid(Uuid),
     /// A JSON document.
     Json(serde_json::Value),
+    /// A time span (PostgreSQL `interval`): months, days and microseconds are kept apart
+    /// because their lengths vary.
+    Interval {
+        /// Whole months.
+        months: i32,
+        /// Whole days.
+        days: i32,
+        /// Microseconds.
+        microseconds: i64,
+    },
     /// A one-dimensional array (PostgreSQL).
     Array(Vec<Value>),
 }
@@ -67,10 +79,12 @@ impl Value {
             Self::Bytes(_) => "bytes",
             Self::Date(_) => "date",
             Self::Time(_) => "time",
+            Self::TimeTz(..) => "time with time zone",
             Self::DateTime(_) => "datetime",
             Self::DateTimeTz(_) => "datetime with time zone",
             Self::Uuid(_) => "uuid",
             Self::Json(_) => "json",
+            Self::Interval { .. } => "interval",
             Self::Array(_) => "array",
         }
     }
@@ -106,10 +120,16 @@ impl fmt::Display for Value {
             }
             Self::Date(d) => write!(f, "'{d}'"),
             Self::Time(t) => write!(f, "'{t}'"),
+            Self::TimeTz(t, offset) => write!(f, "'{t}{offset}'"),
             Self::DateTime(dt) => write!(f, "'{dt}'"),
             Self::DateTimeTz(dt) => write!(f, "'{dt}'"),
             Self::Uuid(u) => write!(f, "'{u}'"),
             Self::Json(j) => write!(f, "'{j}'"),
+            Self::Interval {
+                months,
+                days,
+                microseconds,
+            } => write!(f, "'{months} mons {days} days {microseconds} us'"),
             Self::Array(items) => {
                 f.write_str("[")?;
                 for (i, item) in items.iter().enumerate() {

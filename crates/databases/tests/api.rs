@@ -15,18 +15,19 @@ async fn execute_returns_last_insert_id_and_fetches_read_back() {
         )
         .await;
 
+        // PostgreSQL returns what RETURNING gives; the others the last inserted id.
+        let insert = match t.backend() {
+            databases::Backend::Postgres => {
+                "INSERT INTO api_notes (text, done) VALUES (:text, :done) RETURNING id"
+            }
+            _ => "INSERT INTO api_notes (text, done) VALUES (:text, :done)",
+        };
         let first = t
-            .execute(
-                "INSERT INTO api_notes (text, done) VALUES (:text, :done)",
-                params! { "text" => "one", "done" => false },
-            )
+            .execute(insert, params! { "text" => "one", "done" => false })
             .await
             .unwrap();
         let second = t
-            .execute(
-                "INSERT INTO api_notes (text, done) VALUES (:text, :done)",
-                params! { "text" => "two", "done" => true },
-            )
+            .execute(insert, params! { "text" => "two", "done" => true })
             .await
             .unwrap();
         assert_eq!(
@@ -101,7 +102,7 @@ async fn named_parameters_repeat_and_extra_values_are_ignored() {
         let l = &t.label;
         let row = t
             .fetch_one(
-                "SELECT :a AS x, :b AS y, :a AS z",
+                "SELECT CAST(:a AS INTEGER) AS x, :b AS y, CAST(:a AS INTEGER) AS z",
                 params! { "a" => 5, "b" => "s", "unused" => 1.5 },
             )
             .await
@@ -120,19 +121,21 @@ async fn named_parameters_repeat_and_extra_values_are_ignored() {
         let mut m = std::collections::HashMap::new();
         m.insert("a", 1);
         assert_eq!(
-            t.fetch_val::<i64>("SELECT :a", m, 0).await.unwrap(),
+            t.fetch_val::<i64>("SELECT CAST(:a AS INTEGER)", m, 0)
+                .await
+                .unwrap(),
             Some(1),
             "{l}"
         );
         assert_eq!(
-            t.fetch_val::<i64>("SELECT :a", [("a", 2)], 0)
+            t.fetch_val::<i64>("SELECT CAST(:a AS INTEGER)", [("a", 2)], 0)
                 .await
                 .unwrap(),
             Some(2),
             "{l}"
         );
         assert_eq!(
-            t.fetch_val::<i64>("SELECT :a", vec![("a".to_owned(), 3)], 0)
+            t.fetch_val::<i64>("SELECT CAST(:a AS INTEGER)", vec![("a".to_owned(), 3)], 0)
                 .await
                 .unwrap(),
             Some(3),
@@ -140,7 +143,9 @@ async fn named_parameters_repeat_and_extra_values_are_ignored() {
         );
         let p = NamedParams::new().with("a", 4);
         assert_eq!(
-            t.fetch_val::<i64>("SELECT :a", &p, 0).await.unwrap(),
+            t.fetch_val::<i64>("SELECT CAST(:a AS INTEGER)", &p, 0)
+                .await
+                .unwrap(),
             Some(4),
             "{l}"
         );

@@ -213,3 +213,72 @@ async fn pool_timeout_names_the_limit() {
         );
     }
 }
+
+/// How many server sessions are running a statement that contains `marker`.
+async fn running_with(t: &common::TestDb, marker: &str) -> i64 {
+    let sql = match t.backend() {
+        databases::Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE :pattern AND pid <> pg_backend_pid()"
+        }
+        _ => {
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE :pattern AND ID <> CONNECTION_ID()"
+        }
+    };
+    t.fetch_val::<i64>(sql, params! { "pattern" => format!("%{marker}%") }, 0)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_query_stops_on_the_server() {
+    for t in common::databases().await {
+        if t.backend() == databases::Backend::Sqlite {
+            continue; // an in-process statement: covered by the interrupt test above
+        }
+        let l = &t.label;
+        for (i, how) in ["fetch", "transaction", "iterate"].iter().enumerate() {
+            let marker = format!("databases_cancel_marker_{i}");
+            let sql = format!("{} /* {marker} */", t.slow_query());
+            let db = t.db.clone();
+            let work = async move {
+                match *how {
+                    "fetch" => db.fetch_one(&sql, ()).await.map(drop),
+                    "transaction" => {
+                        let mut tx = db.transaction().await?;
+                        tx.fetch_one(&sql, ()).await?;
+                        tx.commit().await
+                    }
+                    _ => {
+                        let mut rows = db.iterate(&sql, ());
+                        rows.try_next().await.map(drop)
+                    }
+                }
+            };
+            let running = tokio::spawn(work);
+            // Wait until the server runs it, then drop the caller.
+            let started = Instant::now();
+            while running_with(&t, &marker).await == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{l}: {how}: never started"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            running.abort();
+            let started = Instant::now();
+            while running_with(&t, &marker).await != 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{l}: {how}: the server kept running the abandoned query"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+                Some(1),
+                "{l}"
+            );
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! fetch, stream, batch of rows), run transaction control statements, and queue a rollback
 //! from a synchronous `Drop`.
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -13,8 +15,8 @@ use crate::value::Value;
 use crate::{Config, ExecuteResult};
 use futures_util::stream::BoxStream;
 
-#[cfg(not(feature = "sqlite"))]
-compile_error!("enable at least one backend feature: `sqlite`");
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("enable at least one backend feature: `sqlite` or `postgres`");
 
 /// A query with its placeholders rewritten and its values picked, ready to run.
 #[derive(Debug, Clone)]
@@ -32,23 +34,75 @@ pub(crate) struct BoundQuery {
 pub(crate) enum RawConnection {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqliteConnection),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<postgres::PgConnection>),
+}
+
+/// Per-backend connection settings, resolved from the URL.
+#[derive(Debug, Clone)]
+pub(crate) enum BackendConfig {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteConfig),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<postgres::PgConfig>),
+    /// A backend this build does not have; connecting fails with a clear error.
+    Missing(Backend),
+}
+
+impl BackendConfig {
+    pub(crate) fn from_url(url: &crate::DatabaseUrl) -> Result<Self> {
+        Ok(match url.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => Self::Sqlite(sqlite::SqliteConfig::from_url(url)?),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Self::Postgres(Box::new(postgres::PgConfig::from_url(url)?)),
+            #[allow(
+                unreachable_patterns,
+                reason = "reachable when a backend feature is off"
+            )]
+            other => Self::Missing(other),
+        })
+    }
+
+    /// The URL options this backend understands, besides the common ones; `None` when the
+    /// backend is not in this build (its options are not checked).
+    pub(crate) fn options(&self) -> Option<&'static [&'static str]> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => Some(sqlite::OPTIONS),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Some(postgres::OPTIONS),
+            Self::Missing(_) => None,
+        }
+    }
+
+    /// True for an in-memory SQLite database, which must stay one connection.
+    pub(crate) fn in_memory(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(c) => c.in_memory,
+            _ => false,
+        }
+    }
 }
 
 impl RawConnection {
     /// Opens a connection for `config`.
     pub(crate) async fn open(config: &Config) -> Result<Self> {
-        match config.url.backend() {
+        match &config.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite => Ok(Self::Sqlite(
-                sqlite::SqliteConnection::open(&config.sqlite).await?,
-            )),
-            #[allow(
-                unreachable_patterns,
-                reason = "reachable when a backend feature is off"
-            )]
-            other => Err(Error::config(format!(
-                "this build of `databases` has no {other} backend: it is not implemented yet \
-                 (only sqlite is)"
+            BackendConfig::Sqlite(c) => Ok(Self::Sqlite(sqlite::SqliteConnection::open(c).await?)),
+            #[cfg(feature = "postgres")]
+            BackendConfig::Postgres(c) => Ok(Self::Postgres(Box::new(
+                postgres::PgConnection::open(c).await?,
+            ))),
+            BackendConfig::Missing(other) => Err(Error::config(format!(
+                "this build of `databases` has no {other} backend: enable its cargo feature (`{}`)",
+                match other {
+                    Backend::Postgres => "postgres",
+                    Backend::Mysql => "mysql",
+                    Backend::Sqlite => "sqlite",
+                }
             ))),
         }
     }
@@ -57,6 +111,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Dialect::Postgres,
         }
     }
 
@@ -64,6 +120,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Backend::Postgres,
         }
     }
 
@@ -71,6 +129,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.execute(query).await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.execute(query).await,
         }
     }
 
@@ -83,6 +143,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.execute_many(query, rows).await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.execute_many(query, rows).await,
         }
     }
 
@@ -94,13 +156,21 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.fetch(query, limit).await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.fetch(query, limit).await,
         }
     }
 
-    pub(crate) fn stream(&mut self, query: BoundQuery) -> BoxStream<'static, Result<Record>> {
+    /// Sends a query and returns its rows as a stream that owns what it needs.
+    pub(crate) async fn stream(
+        &mut self,
+        query: BoundQuery,
+    ) -> Result<BoxStream<'static, Result<Record>>> {
         match self {
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(c) => c.stream(query),
+            Self::Sqlite(c) => Ok(c.stream(query)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.stream(query).await,
         }
     }
 
@@ -109,6 +179,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.control(sql).await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.control(sql).await,
         }
     }
 
@@ -119,6 +191,11 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.queue(sql),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => {
+                let _ = sql;
+                false
+            }
         }
     }
 
@@ -128,6 +205,9 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.interrupt(),
+            // An abandoned PostgreSQL operation cancels itself (see `postgres::InFlight`).
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => {}
         }
     }
 
@@ -136,6 +216,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.begin_sql(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => "BEGIN",
         }
     }
 
@@ -143,6 +225,8 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.is_broken(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.is_broken(),
         }
     }
 }

@@ -694,12 +694,16 @@ fn to_sqlite(v: Value) -> std::result::Result<SqlValue, String> {
         Value::Bytes(b) => SqlValue::Blob(b),
         Value::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
         Value::Time(t) => SqlValue::Text(t.format("%H:%M:%S%.f").to_string()),
+        Value::TimeTz(t, offset) => SqlValue::Text(format!("{}{offset}", t.format("%H:%M:%S%.f"))),
         Value::DateTime(dt) => SqlValue::Text(dt.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
         Value::DateTimeTz(dt) => SqlValue::Text(dt.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string()),
         Value::Uuid(u) => SqlValue::Text(u.hyphenated().to_string()),
         Value::Json(j) => SqlValue::Text(j.to_string()),
         Value::Array(_) => {
             return Err("SQLite has no array type; pass the array as JSON".to_owned());
+        }
+        Value::Interval { .. } => {
+            return Err("SQLite has no interval type; pass a number of seconds or text".to_owned());
         }
     })
 }

@@ -1,0 +1,1320 @@
+//! PostgreSQL through tokio-postgres.
+//!
+//! Statements are prepared once per connection and cached (the server then knows each
+//! parameter's type, and values adapt to it: an integer bound to a `float8` or `numeric`
+//! column works). `?statement_cache=false` prepares every statement anew, for PgBouncer in
+//! transaction mode. Rows are decoded at run time from the binary protocol into [`Value`].
+//!
+//! Cancellation: an operation whose future is dropped while the server works on it poisons
+//! the connection (it refuses further use and the pool discards it) and sends the server a
+//! cancel request, so the query stops. A dropped transaction leaves a pending rollback that
+//! runs before the connection's next statement; a connection returned to the pool with one
+//! pending is closed instead, which ends the transaction on the server.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use fallible_iterator::FallibleIterator;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use postgres_types::{FromSql, IsNull, Kind, ToSql, Type};
+use rust_decimal::Decimal;
+use tokio_postgres::{Client, Statement, error::SqlState};
+
+use crate::ExecuteResult;
+use crate::config::{parse_bool, parse_choice, parse_seconds};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{Columns, Record};
+use crate::url::DatabaseUrl;
+use crate::value::Value;
+
+use super::BoundQuery;
+
+/// URL options the PostgreSQL backend understands (besides the common ones).
+pub(crate) const OPTIONS: &[&str] = &[
+    "application_name",
+    "command_timeout",
+    "connect_timeout",
+    "host",
+    "ssl",
+    "sslmode",
+    "sslrootcert",
+    "statement_cache",
+    "unix_sock",
+];
+
+const STATEMENT_CACHE: usize = 256;
+
+/// How the connection uses TLS (libpq's `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    /// TLS when the server offers it, without certificate checks.
+    Prefer,
+    /// TLS always, without certificate checks (unless a root certificate is given).
+    Require,
+    /// TLS always; the certificate must chain to a trusted root.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host.
+    VerifyFull,
+}
+
+/// How to open PostgreSQL connections, resolved from the URL.
+#[derive(Clone)]
+pub(crate) struct PgConfig {
+    config: tokio_postgres::Config,
+    ssl: SslMode,
+    root_cert: Option<String>,
+    statement_cache: bool,
+    command_timeout: Option<Duration>,
+    /// `host:port` or the socket path, for messages.
+    target: String,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("target", &self.target)
+            .field("ssl", &self.ssl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgConfig {
+    pub(crate) fn from_url(url: &DatabaseUrl) -> Result<Self> {
+        let mut config = tokio_postgres::Config::new();
+        let user = url
+            .username()
+            .map(|u| u.into_owned())
+            .or_else(|| std::env::var("PGUSER").ok())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "postgres".to_owned());
+        config.user(&user);
+        if let Some(pw) = url.password() {
+            config.password(pw.as_bytes());
+        }
+        let database = url.database();
+        config.dbname(if database.is_empty() {
+            user.as_str()
+        } else {
+            &database
+        });
+        let port = url.port().unwrap_or(5432);
+        let host = url.hostname().unwrap_or("localhost").to_owned();
+        let target = if let Some(path) = host.strip_prefix('/').map(|_| host.as_str()) {
+            // A socket directory, or the socket file itself (`.../.s.PGSQL.5433`).
+            let p = std::path::Path::new(path);
+            let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+            match file
+                .strip_prefix(".s.PGSQL.")
+                .and_then(|n| n.parse::<u16>().ok())
+            {
+                Some(socket_port) => {
+                    config.host_path(p.parent().unwrap_or(p));
+                    config.port(socket_port);
+                }
+                None => {
+                    config.host_path(p);
+                    config.port(port);
+                }
+            }
+            path.to_owned()
+        } else {
+            config.host(&host);
+            config.port(port);
+            format!("{host}:{port}")
+        };
+        if let Some(name) = url.option("application_name") {
+            config.application_name(name);
+        }
+        if let Some(t) = url.option("connect_timeout") {
+            config.connect_timeout(parse_seconds("connect_timeout", t)?);
+        }
+        let command_timeout = url
+            .option("command_timeout")
+            .map(|t| parse_seconds("command_timeout", t))
+            .transpose()?;
+        let statement_cache = url
+            .option("statement_cache")
+            .map(|v| parse_bool("statement_cache", v))
+            .transpose()?
+            .unwrap_or(true);
+        let mut ssl = match url.option("ssl") {
+            None => SslMode::Prefer,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => SslMode::Require,
+                "false" | "0" | "no" | "off" => SslMode::Disable,
+                other => parse_sslmode("ssl", other)?,
+            },
+        };
+        if let Some(mode) = url.option("sslmode") {
+            ssl = parse_sslmode("sslmode", mode)?;
+        }
+        let root_cert = url.option("sslrootcert").map(str::to_owned);
+        if ssl == SslMode::Require && root_cert.is_some() {
+            ssl = SslMode::VerifyCa; // as libpq does
+        }
+        if target.starts_with('/') && ssl != SslMode::VerifyCa && ssl != SslMode::VerifyFull {
+            ssl = SslMode::Disable; // no TLS over unix sockets
+        }
+        config.ssl_mode(match ssl {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        Ok(Self {
+            config,
+            ssl,
+            root_cert,
+            statement_cache,
+            command_timeout,
+            target,
+        })
+    }
+
+    fn tls(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+        tls::connector(self.ssl, self.root_cert.as_deref())
+    }
+}
+
+fn parse_sslmode(key: &str, value: &str) -> Result<SslMode> {
+    Ok(
+        match parse_choice(
+            key,
+            value,
+            &[
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ],
+        )?
+        .as_str()
+        {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            _ => SslMode::VerifyFull,
+        },
+    )
+}
+
+mod tls {
+    //! rustls (ring) configurations for each `sslmode`.
+
+    use std::sync::Arc;
+
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+    use super::SslMode;
+    use crate::error::{Error, Result};
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// Accepts any certificate: `prefer` and `require` encrypt without authenticating, as
+    /// libpq does without a root certificate.
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// Checks the chain but not the host name (`verify-ca`).
+    #[derive(Debug)]
+    struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
+    pub(super) fn connector(
+        mode: SslMode,
+        root_cert: Option<&str>,
+    ) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?;
+        let config = match mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                .with_no_client_auth(),
+            SslMode::VerifyCa | SslMode::VerifyFull => {
+                let mut roots = RootCertStore::empty();
+                match root_cert {
+                    Some(path) => {
+                        let certs = CertificateDer::pem_file_iter(path)
+                            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                            .map_err(|e| {
+                                Error::config(format!("cannot read sslrootcert '{path}': {e}"))
+                            })?;
+                        let (added, _) = roots.add_parsable_certificates(certs);
+                        if added == 0 {
+                            return Err(Error::config(format!(
+                                "sslrootcert '{path}' holds no usable certificate"
+                            )));
+                        }
+                    }
+                    None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                }
+                let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?;
+                if mode == SslMode::VerifyFull {
+                    builder.with_webpki_verifier(webpki).with_no_client_auth()
+                } else {
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+                        .with_no_client_auth()
+                }
+            }
+        };
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+}
+
+/// One PostgreSQL connection.
+pub(crate) struct PgConnection {
+    client: Client,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    statements: HashMap<String, Statement>,
+    statement_cache: bool,
+    command_timeout: Option<Duration>,
+    /// Set while an operation is in flight and left set if its future is dropped.
+    poisoned: Arc<AtomicBool>,
+}
+
+impl PgConnection {
+    pub(crate) async fn open(config: &PgConfig) -> Result<Self> {
+        let tls = config.tls()?;
+        let (client, connection) = config.config.connect(tls.clone()).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "could not connect to PostgreSQL at {}: {}",
+                    config.target,
+                    describe(&e)
+                ),
+            )
+            .with_source(e)
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended with an error");
+            }
+        });
+        Ok(Self {
+            client,
+            tls,
+            statements: HashMap::new(),
+            statement_cache: config.statement_cache,
+            command_timeout: config.command_timeout,
+            poisoned: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst) || self.client.is_closed()
+    }
+
+    /// Marks the start of an operation; fails on a poisoned connection.
+    fn start(&self) -> Result<InFlight> {
+        if self.poisoned.swap(true, Ordering::SeqCst) {
+            return Err(Error::connection_lost(
+                "this connection was abandoned in the middle of an operation and is being discarded; \
+                 take a new one from the pool",
+            ));
+        }
+        Ok(InFlight {
+            poisoned: self.poisoned.clone(),
+            cancel: Some((self.client.cancel_token(), self.tls.clone())),
+        })
+    }
+
+    async fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(sql).await.map_err(map_error)?;
+        if self.statement_cache {
+            if self.statements.len() >= STATEMENT_CACHE {
+                self.statements.clear();
+            }
+            self.statements.insert(sql.to_owned(), stmt.clone());
+        }
+        Ok(stmt)
+    }
+
+    /// Runs one operation: poisons the connection while it is in flight, applies the
+    /// command timeout.
+    async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let guard = self.start()?;
+        let limit = self.command_timeout;
+        let cancel = (self.client.cancel_token(), self.tls.clone());
+        let result = match limit {
+            None => op(self).await,
+            Some(limit) => {
+                let mut op = std::pin::pin!(op(self));
+                match tokio::time::timeout(limit, &mut op).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Ask the server to cancel, then await the operation's own (failed)
+                        // end, so that nothing is left running on the connection.
+                        let _ = cancel.0.cancel_query(cancel.1).await;
+                        let _ = op.await;
+                        Err(Error::new(
+                            ErrorKind::Database,
+                            format!(
+                                "the statement ran longer than command_timeout ({limit:?}) and was cancelled"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        guard.done();
+        result
+    }
+
+    pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
+        self.run(async move |this| {
+            let stmt = this.statement(&query.sql).await?;
+            let params = bind_params(&stmt, &query)?;
+            let rows = this
+                .client
+                .query_raw(&stmt, params.iter())
+                .await
+                .map_err(map_error)?;
+            let mut rows = std::pin::pin!(rows);
+            let mut returned = Value::Null;
+            let mut first = true;
+            while let Some(row) = rows.try_next().await.map_err(map_error)? {
+                if first && !row.is_empty() {
+                    returned = decode(&row, 0)?;
+                }
+                first = false;
+            }
+            Ok(ExecuteResult {
+                rows_affected: rows.rows_affected().unwrap_or(0),
+                last_insert_id: None,
+                returned,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn execute_many(
+        &mut self,
+        query: BoundQuery,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<u64> {
+        self.run(async move |this| {
+            let stmt = this.statement(&query.sql).await?;
+            let queries: Vec<BoundQuery> = rows
+                .into_iter()
+                .map(|values| BoundQuery { values, ..query.clone() })
+                .collect();
+            let bound = queries
+                .iter()
+                .enumerate()
+                .map(|(i, q)| {
+                    bind_params(&stmt, q).map_err(|e| Error::new(e.kind(), format!("row {i}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Every statement is sent at once (tokio-postgres pipelines concurrent requests)
+            // inside a transaction or savepoint: one round trip, all rows or none.
+            let (open, close, undo) = if query.in_transaction {
+                (
+                    "SAVEPOINT databases_execute_many",
+                    "RELEASE SAVEPOINT databases_execute_many",
+                    "ROLLBACK TO SAVEPOINT databases_execute_many; RELEASE SAVEPOINT databases_execute_many",
+                )
+            } else {
+                ("BEGIN", "COMMIT", "ROLLBACK")
+            };
+            let client = &this.client;
+            let begin = client.batch_execute(open);
+            let inserts = futures_util::future::try_join_all(
+                bound.iter().map(|params| client.execute_raw(&stmt, params.iter())),
+            );
+            let (began, counts) = futures_util::future::join(begin, inserts).await;
+            began.map_err(map_error)?;
+            match counts {
+                Ok(counts) => {
+                    client.batch_execute(close).await.map_err(map_error)?;
+                    Ok(counts.iter().sum())
+                }
+                Err(e) => {
+                    client.batch_execute(undo).await.map_err(map_error)?;
+                    Err(map_error(e))
+                }
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn fetch(
+        &mut self,
+        query: BoundQuery,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        self.run(async move |this| {
+            let stmt = this.statement(&query.sql).await?;
+            let params = bind_params(&stmt, &query)?;
+            let columns = columns_of(&stmt);
+            let rows = this
+                .client
+                .query_raw(&stmt, params.iter())
+                .await
+                .map_err(map_error)?;
+            let mut rows = std::pin::pin!(rows);
+            let mut out = Vec::new();
+            // Rows past the limit are read and dropped: the connection must end idle.
+            while let Some(row) = rows.try_next().await.map_err(map_error)? {
+                if limit.is_none_or(|l| out.len() < l) {
+                    out.push(Record::new(columns.clone(), decode_row(&row)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Sends the query and returns a stream of its rows, which owns everything it needs.
+    pub(crate) async fn stream(
+        &mut self,
+        query: BoundQuery,
+    ) -> Result<BoxStream<'static, Result<Record>>> {
+        let guard = self.start()?;
+        let opened = async {
+            let stmt = self.statement(&query.sql).await?;
+            let params = bind_params(&stmt, &query)?;
+            let columns = columns_of(&stmt);
+            let rows = self
+                .client
+                .query_raw(&stmt, params.iter())
+                .await
+                .map_err(map_error)?;
+            Ok::<_, Error>((rows, columns))
+        }
+        .await;
+        match opened {
+            Ok((rows, columns)) => Ok(Box::pin(PgRows {
+                rows: Box::pin(rows),
+                columns,
+                guard: Some(guard),
+            })),
+            Err(e) => {
+                guard.done();
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+        self.run(async move |this| this.client.batch_execute(&sql).await.map_err(map_error))
+            .await
+    }
+}
+
+/// Poisons the connection and cancels the server's work if dropped before [`InFlight::done`].
+struct InFlight {
+    poisoned: Arc<AtomicBool>,
+    cancel: Option<(
+        tokio_postgres::CancelToken,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    )>,
+}
+
+impl InFlight {
+    fn done(mut self) {
+        self.cancel = None;
+        self.poisoned.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((token, tls)) = self.cancel.take() {
+            // The connection stays poisoned; ask the server to stop what it is doing.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = token.cancel_query(tls).await;
+                });
+            }
+        }
+    }
+}
+
+/// The rows of an `iterate`, decoded as they arrive.
+struct PgRows {
+    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    columns: Arc<Columns>,
+    guard: Option<InFlight>,
+}
+
+impl futures_core::Stream for PgRows {
+    type Item = Result<Record>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match self.rows.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(row))) => {
+                let columns = self.columns.clone();
+                Poll::Ready(Some(
+                    decode_row(&row).map(|values| Record::new(columns, values)),
+                ))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(g) = self.guard.take() {
+                    g.done();
+                }
+                Poll::Ready(Some(Err(map_error(e))))
+            }
+            Poll::Ready(None) => {
+                if let Some(g) = self.guard.take() {
+                    g.done();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn columns_of(stmt: &Statement) -> Arc<Columns> {
+    Arc::new(Columns::new(
+        stmt.columns().iter().map(|c| c.name().to_owned()).collect(),
+    ))
+}
+
+fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgParam<'q>>> {
+    let types = stmt.params();
+    if types.len() != query.values.len() {
+        return Err(Error::new(
+            ErrorKind::InvalidParameter,
+            format!(
+                "the statement has {} parameter placeholder(s) but {} value(s) were bound; \
+                 write parameters as :name",
+                types.len(),
+                query.values.len()
+            ),
+        ));
+    }
+    Ok(query
+        .values
+        .iter()
+        .zip(&query.names)
+        .map(|(value, name)| PgParam { value, name })
+        .collect())
+}
+
+fn decode_row(row: &tokio_postgres::Row) -> Result<Vec<Value>> {
+    (0..row.len()).map(|i| decode(row, i)).collect()
+}
+
+fn decode(row: &tokio_postgres::Row, i: usize) -> Result<Value> {
+    row.try_get::<_, PgValue>(i).map(|v| v.0).map_err(|e| {
+        let column = &row.columns()[i];
+        let why = e
+            .source()
+            .map_or_else(|| e.to_string(), ToString::to_string);
+        Error::decode(format!(
+            "column '{}' of type {}: {why}",
+            column.name(),
+            column.type_().name()
+        ))
+        .with_source(e)
+    })
+}
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+/// A value decoded from any column type.
+struct PgValue(Value);
+
+impl<'a> FromSql<'a> for PgValue {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        from_sql(ty, raw).map(PgValue)
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, BoxError> {
+        Ok(PgValue(Value::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
+    use postgres_protocol::types as t;
+    Ok(match *ty {
+        Type::BOOL => Value::Bool(t::bool_from_sql(raw)?),
+        Type::INT2 => Value::Int(t::int2_from_sql(raw)?.into()),
+        Type::INT4 => Value::Int(t::int4_from_sql(raw)?.into()),
+        Type::INT8 => Value::Int(t::int8_from_sql(raw)?),
+        Type::OID => Value::Int(t::oid_from_sql(raw)?.into()),
+        Type::FLOAT4 => Value::Float(t::float4_from_sql(raw)?.into()),
+        Type::FLOAT8 => Value::Float(t::float8_from_sql(raw)?),
+        Type::NUMERIC => numeric_from_sql(raw)?,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::CHAR => {
+            Value::Text(t::text_from_sql(raw)?.to_owned())
+        }
+        Type::BYTEA => Value::Bytes(t::bytea_from_sql(raw).to_vec()),
+        Type::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
+        Type::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+        Type::TIMETZ => {
+            let mut buf = raw;
+            let micros = read_i64(&mut buf)?;
+            let zone = read_i32(&mut buf)?;
+            let time = NaiveTime::MIN + chrono::Duration::microseconds(micros);
+            // The wire format counts seconds west of UTC.
+            let offset = FixedOffset::west_opt(zone).ok_or("invalid time zone offset")?;
+            Value::TimeTz(time, offset)
+        }
+        Type::TIMESTAMP => Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
+        Type::TIMESTAMPTZ => Value::DateTimeTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset()),
+        Type::INTERVAL => {
+            let mut buf = raw;
+            let microseconds = read_i64(&mut buf)?;
+            let days = read_i32(&mut buf)?;
+            let months = read_i32(&mut buf)?;
+            Value::Interval {
+                months,
+                days,
+                microseconds,
+            }
+        }
+        Type::UUID => Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?)),
+        Type::JSON | Type::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
+        _ => match ty.kind() {
+            Kind::Enum(_) => Value::Text(t::text_from_sql(raw)?.to_owned()),
+            Kind::Domain(base) => from_sql(base, raw)?,
+            Kind::Array(member) => {
+                let array = t::array_from_sql(raw)?;
+                let dims: Vec<usize> = array
+                    .dimensions()
+                    .map(|d| {
+                        usize::try_from(d.len).map_err(|_| BoxError::from("negative array length"))
+                    })
+                    .collect()?;
+                let flat: Vec<Value> = array
+                    .values()
+                    .map(|v| match v {
+                        None => Ok(Value::Null),
+                        Some(bytes) => from_sql(member, bytes),
+                    })
+                    .collect()?;
+                nest(flat, &dims)
+            }
+            // Text-like extension types (citext) use the text format.
+            _ if ty.name() == "citext" => Value::Text(t::text_from_sql(raw)?.to_owned()),
+            _ => {
+                return Err(format!(
+                    "type {} is not supported; cast the column to text in the query (col::text)",
+                    ty.name()
+                )
+                .into());
+            }
+        },
+    })
+}
+
+/// Shapes a flat list of array elements into nested arrays, one level per dimension.
+fn nest(flat: Vec<Value>, dims: &[usize]) -> Value {
+    match dims {
+        [] | [_] => Value::Array(flat),
+        [_, inner @ ..] => {
+            let size: usize = inner.iter().product();
+            let mut items = flat.into_iter();
+            let mut out = Vec::new();
+            loop {
+                let chunk: Vec<Value> = items.by_ref().take(size.max(1)).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                out.push(nest(chunk, inner));
+            }
+            Value::Array(out)
+        }
+    }
+}
+
+fn read_i64(buf: &mut &[u8]) -> Result<i64, BoxError> {
+    let (head, rest) = buf.split_first_chunk::<8>().ok_or("message too short")?;
+    *buf = rest;
+    Ok(i64::from_be_bytes(*head))
+}
+
+fn read_i32(buf: &mut &[u8]) -> Result<i32, BoxError> {
+    let (head, rest) = buf.split_first_chunk::<4>().ok_or("message too short")?;
+    *buf = rest;
+    Ok(i32::from_be_bytes(*head))
+}
+
+fn read_i16(buf: &mut &[u8]) -> Result<i16, BoxError> {
+    let (head, rest) = buf.split_first_chunk::<2>().ok_or("message too short")?;
+    *buf = rest;
+    Ok(i16::from_be_bytes(*head))
+}
+
+/// Decodes a binary `numeric`: a [`Value::Decimal`] when it fits in 28 digits, its exact text
+/// otherwise; NaN and infinities as floats.
+fn numeric_from_sql(raw: &[u8]) -> Result<Value, BoxError> {
+    let text = numeric_text(raw)?;
+    Ok(match text.as_str() {
+        "NaN" => Value::Float(f64::NAN),
+        "Infinity" => Value::Float(f64::INFINITY),
+        "-Infinity" => Value::Float(f64::NEG_INFINITY),
+        _ => Decimal::from_str_exact(&text).map_or(Value::Text(text), Value::Decimal),
+    })
+}
+
+fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
+    let mut buf = raw;
+    let ndigits = usize::try_from(read_i16(&mut buf)?).map_err(|_| "invalid numeric")?;
+    let weight = i32::from(read_i16(&mut buf)?);
+    let sign = u16::from_be_bytes(read_i16(&mut buf)?.to_be_bytes());
+    let dscale = usize::try_from(read_i16(&mut buf)?).map_err(|_| "invalid numeric scale")?;
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => {}
+    }
+    let digits = (0..ndigits)
+        .map(|_| read_i16(&mut buf))
+        .collect::<Result<Vec<_>, _>>()?;
+    let group = |i: i32| -> i16 {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i))
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        for i in 0..=weight {
+            if i == 0 {
+                out.push_str(&group(i).to_string());
+            } else {
+                out.push_str(&format!("{:04}", group(i)));
+            }
+        }
+    }
+    if dscale > 0 {
+        out.push('.');
+        let mut frac = String::new();
+        let mut i = weight + 1;
+        while frac.len() < dscale {
+            frac.push_str(&format!("{:04}", group(i)));
+            i += 1;
+        }
+        frac.truncate(dscale);
+        out.push_str(&frac);
+    }
+    Ok(out)
+}
+
+/// Encodes decimal text (`-12.3400`) as a binary `numeric`.
+fn numeric_to_sql(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if int_part.is_empty() && frac_part.is_empty()
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("'{text}' is not a decimal number").into());
+    }
+    let int_part = int_part.trim_start_matches('0');
+    let dscale = frac_part.len();
+    // Pad to whole groups of four digits on both sides of the point.
+    let int_pad = (4 - int_part.len() % 4) % 4;
+    let frac_pad = (4 - frac_part.len() % 4) % 4;
+    let padded = format!(
+        "{}{int_part}{frac_part}{}",
+        "0".repeat(int_pad),
+        "0".repeat(frac_pad)
+    );
+    let mut groups: Vec<i16> = padded
+        .as_bytes()
+        .chunks(4)
+        .map(|c| c.iter().fold(0i16, |acc, d| acc * 10 + i16::from(d - b'0')))
+        .collect();
+    let int_groups = (int_part.len() + int_pad) / 4;
+    let mut weight = i32::try_from(int_groups).map_err(|_| "numeric too large")? - 1;
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    let ndigits = i16::try_from(groups.len()).map_err(|_| "numeric too long")?;
+    out.put_i16(ndigits);
+    out.put_i16(i16::try_from(weight).map_err(|_| "numeric too large")?);
+    out.put_u16(if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    });
+    out.put_i16(i16::try_from(dscale).map_err(|_| "numeric scale too large")?);
+    for g in groups {
+        out.put_i16(g);
+    }
+    Ok(())
+}
+
+/// A parameter value, converted to whatever type the server declared for its placeholder.
+#[derive(Debug)]
+struct PgParam<'a> {
+    value: &'a Value,
+    name: &'a str,
+}
+
+/// The error of a parameter that does not fit its placeholder's type; names the parameter.
+#[derive(Debug)]
+struct ParamError(String);
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for ParamError {}
+
+impl ToSql for PgParam<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        to_sql(self.value, ty, out).map_err(|why| {
+            Box::new(ParamError(format!(
+                "parameter ':{}': cannot send {} as {} ({why})",
+                self.name,
+                self.value.type_name(),
+                ty.name()
+            ))) as BoxError
+        })
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+fn is_text(ty: &Type) -> bool {
+    matches!(
+        *ty,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+    ) || matches!(ty.kind(), Kind::Enum(_))
+        || ty.name() == "citext"
+}
+
+fn to_sql(value: &Value, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+    use postgres_protocol::types as t;
+    if let Kind::Domain(base) = ty.kind() {
+        return to_sql(value, base, out);
+    }
+    match (value, ty) {
+        (Value::Null, _) => return Ok(IsNull::Yes),
+        (Value::Bool(b), &Type::BOOL) => t::bool_to_sql(*b, out),
+        (Value::Int(i), _) => return int_to_sql(i128::from(*i), ty, out),
+        (Value::UInt(u), _) => return int_to_sql(i128::from(*u), ty, out),
+        (Value::Float(f), &Type::FLOAT8) => t::float8_to_sql(*f, out),
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "float8 to float4 rounds as the server would"
+        )]
+        (Value::Float(f), &Type::FLOAT4) => t::float4_to_sql(*f as f32, out),
+        (Value::Float(f), &Type::NUMERIC) => {
+            if !f.is_finite() {
+                return Err("NaN and infinities are not sent as numeric".into());
+            }
+            numeric_to_sql(&Decimal::try_from(*f)?.to_string(), out)?;
+        }
+        (Value::Decimal(d), &Type::NUMERIC) => numeric_to_sql(&d.to_string(), out)?,
+        (Value::Decimal(d), &Type::FLOAT8) => t::float8_to_sql(
+            rust_decimal::prelude::ToPrimitive::to_f64(d).ok_or("out of range")?,
+            out,
+        ),
+        (Value::Text(s), ty) if is_text(ty) => t::text_to_sql(s, out),
+        (Value::Text(s), &Type::JSON | &Type::JSONB) => {
+            if *ty == Type::JSONB {
+                out.put_u8(1);
+            }
+            out.put_slice(s.as_bytes());
+        }
+        (Value::Text(s), &Type::NUMERIC) => numeric_to_sql(s.trim(), out)?,
+        (Value::Text(s), &Type::UUID) => {
+            t::uuid_to_sql(*uuid::Uuid::from_str(s.trim())?.as_bytes(), out)
+        }
+        (Value::Text(s), &Type::DATE) => return NaiveDate::from_str(s.trim())?.to_sql(ty, out),
+        (Value::Text(s), &Type::TIME) => return NaiveTime::from_str(s.trim())?.to_sql(ty, out),
+        (Value::Text(s), &Type::TIMESTAMP) => {
+            return Value::Text(s.clone())
+                .get::<NaiveDateTime>()?
+                .to_sql(ty, out);
+        }
+        (Value::Text(s), &Type::TIMESTAMPTZ) => {
+            return Value::Text(s.clone())
+                .get::<DateTime<FixedOffset>>()?
+                .to_sql(ty, out);
+        }
+        (Value::Bytes(b), &Type::BYTEA) => t::bytea_to_sql(b, out),
+        (Value::Date(d), &Type::DATE) => return d.to_sql(ty, out),
+        (Value::Time(tm), &Type::TIME) => return tm.to_sql(ty, out),
+        (Value::TimeTz(tm, offset), &Type::TIMETZ) => {
+            let micros = (*tm - NaiveTime::MIN)
+                .num_microseconds()
+                .ok_or("time out of range")?;
+            out.put_i64(micros);
+            out.put_i32(-offset.local_minus_utc());
+        }
+        (Value::DateTime(dt), &Type::TIMESTAMP) => return dt.to_sql(ty, out),
+        (Value::DateTime(dt), &Type::TIMESTAMPTZ) => return dt.and_utc().to_sql(ty, out),
+        (Value::DateTime(dt), &Type::DATE) if dt.time() == NaiveTime::MIN => {
+            return dt.date().to_sql(ty, out);
+        }
+        (Value::DateTimeTz(dt), &Type::TIMESTAMPTZ) => return dt.to_sql(ty, out),
+        (Value::DateTimeTz(dt), &Type::TIMESTAMP) => return dt.naive_utc().to_sql(ty, out),
+        (Value::Uuid(u), &Type::UUID) => t::uuid_to_sql(*u.as_bytes(), out),
+        (Value::Json(j), &Type::JSON | &Type::JSONB) => return j.to_sql(ty, out),
+        (
+            Value::Interval {
+                months,
+                days,
+                microseconds,
+            },
+            &Type::INTERVAL,
+        ) => {
+            out.put_i64(*microseconds);
+            out.put_i32(*days);
+            out.put_i32(*months);
+        }
+        (Value::Array(items), ty) => {
+            let Kind::Array(member) = ty.kind() else {
+                return Err("an array needs an array column".into());
+            };
+            let len = i32::try_from(items.len()).map_err(|_| "array too long")?;
+            t::array_to_sql(
+                Some(postgres_protocol::types::ArrayDimension {
+                    len,
+                    lower_bound: 1,
+                }),
+                member.oid(),
+                items.iter(),
+                |item, buf| {
+                    Ok(match to_sql(item, member, buf)? {
+                        IsNull::Yes => postgres_protocol::IsNull::Yes,
+                        IsNull::No => postgres_protocol::IsNull::No,
+                    })
+                },
+                out,
+            )?;
+        }
+        // Any scalar into a text column: its text form.
+        (v, ty) if is_text(ty) => match v {
+            Value::Decimal(d) => t::text_to_sql(&d.to_string(), out),
+            Value::Float(f) => t::text_to_sql(&f.to_string(), out),
+            Value::Bool(b) => t::text_to_sql(if *b { "true" } else { "false" }, out),
+            Value::Uuid(u) => t::text_to_sql(&u.to_string(), out),
+            Value::Date(d) => t::text_to_sql(&d.to_string(), out),
+            Value::Time(tm) => t::text_to_sql(&tm.to_string(), out),
+            Value::DateTime(dt) => t::text_to_sql(&dt.to_string(), out),
+            Value::DateTimeTz(dt) => t::text_to_sql(&dt.to_rfc3339(), out),
+            Value::Json(j) => t::text_to_sql(&j.to_string(), out),
+            _ => return Err("no text form".into()),
+        },
+        _ => return Err("the types do not match".into()),
+    }
+    Ok(IsNull::No)
+}
+
+fn int_to_sql(i: i128, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+    use postgres_protocol::types as t;
+    let range = || format!("{i} is out of range for {}", ty.name());
+    match *ty {
+        Type::INT2 => t::int2_to_sql(i16::try_from(i).map_err(|_| range())?, out),
+        Type::INT4 => t::int4_to_sql(i32::try_from(i).map_err(|_| range())?, out),
+        Type::INT8 => t::int8_to_sql(i64::try_from(i).map_err(|_| range())?, out),
+        Type::OID => t::oid_to_sql(u32::try_from(i).map_err(|_| range())?, out),
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "an integer sent to a float column rounds"
+        )]
+        Type::FLOAT8 => t::float8_to_sql(i as f64, out),
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "an integer sent to a float column rounds"
+        )]
+        Type::FLOAT4 => t::float4_to_sql(i as f32, out),
+        Type::NUMERIC => numeric_to_sql(&i.to_string(), out)?,
+        Type::BOOL if i == 0 || i == 1 => t::bool_to_sql(i == 1, out),
+        Type::JSON | Type::JSONB => {
+            if *ty == Type::JSONB {
+                out.put_u8(1);
+            }
+            out.put_slice(i.to_string().as_bytes());
+        }
+        ref other if is_text(other) => t::text_to_sql(&i.to_string(), out),
+        _ => return Err("the types do not match".into()),
+    }
+    Ok(IsNull::No)
+}
+
+/// The message of a driver error without its wrapper text.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => match e.source() {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn map_error(e: tokio_postgres::Error) -> Error {
+    if let Some(param) = e.source().and_then(|s| s.downcast_ref::<ParamError>()) {
+        let message = param.0.clone();
+        return Error::new(ErrorKind::InvalidParameter, message).with_source(e);
+    }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().clone();
+        let kind = match code {
+            SqlState::UNIQUE_VIOLATION => ErrorKind::UniqueViolation,
+            SqlState::FOREIGN_KEY_VIOLATION => ErrorKind::ForeignKeyViolation,
+            SqlState::NOT_NULL_VIOLATION => ErrorKind::NotNullViolation,
+            SqlState::CHECK_VIOLATION => ErrorKind::CheckViolation,
+            SqlState::SYNTAX_ERROR => ErrorKind::Syntax,
+            SqlState::ADMIN_SHUTDOWN | SqlState::CRASH_SHUTDOWN => ErrorKind::ConnectionLost,
+            _ => ErrorKind::Database,
+        };
+        let mut message = format!("{kind}: {}", db.message());
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        let db_message = db.message().to_owned();
+        return Error::new(kind, message)
+            .with_db(code.code(), db_message)
+            .with_source(e);
+    }
+    if e.is_closed() {
+        return Error::connection_lost(format!(
+            "the PostgreSQL connection was closed: {}",
+            describe(&e)
+        ))
+        .with_source(e);
+    }
+    let message = format!("PostgreSQL error: {}", describe(&e));
+    Error::new(ErrorKind::Database, message).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(text: &str) -> String {
+        let mut buf = BytesMut::new();
+        numeric_to_sql(text, &mut buf).unwrap();
+        numeric_text(&buf).unwrap()
+    }
+
+    #[test]
+    fn numeric_binary_round_trips() {
+        for (input, output) in [
+            ("0", "0"),
+            ("1", "1"),
+            ("-1", "-1"),
+            ("12345678.9", "12345678.9"),
+            ("0.0001", "0.0001"),
+            ("0.00012", "0.00012"),
+            ("10000", "10000"),
+            ("-0.5", "-0.5"),
+            ("12.3400", "12.3400"),
+            (
+                "123456789012345678901234567890.123456789",
+                "123456789012345678901234567890.123456789",
+            ),
+            ("007.10", "7.10"),
+            ("0.000", "0.000"),
+        ] {
+            assert_eq!(roundtrip(input), output, "{input}");
+        }
+        let mut buf = BytesMut::new();
+        assert!(numeric_to_sql("1e5", &mut buf).is_err());
+        assert!(numeric_to_sql("", &mut buf).is_err());
+    }
+
+    #[test]
+    fn numeric_values_fall_back_to_text_beyond_decimal() {
+        let mut buf = BytesMut::new();
+        numeric_to_sql("12.5", &mut buf).unwrap();
+        assert_eq!(
+            numeric_from_sql(&buf).unwrap(),
+            Value::Decimal(Decimal::new(125, 1))
+        );
+        let big = "123456789012345678901234567890.5";
+        let mut buf = BytesMut::new();
+        numeric_to_sql(big, &mut buf).unwrap();
+        assert_eq!(numeric_from_sql(&buf).unwrap(), Value::Text(big.into()));
+    }
+
+    #[test]
+    fn options_from_urls() {
+        let c = PgConfig::from_url(
+            &DatabaseUrl::parse("postgresql://u@h/db?sslmode=verify-full").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.ssl, SslMode::VerifyFull);
+        let c = PgConfig::from_url(&DatabaseUrl::parse("postgresql://u@h/db?ssl=true").unwrap())
+            .unwrap();
+        assert_eq!(c.ssl, SslMode::Require);
+        let c = PgConfig::from_url(&DatabaseUrl::parse("postgresql://u@h/db").unwrap()).unwrap();
+        assert_eq!(c.ssl, SslMode::Prefer);
+        assert!(c.statement_cache);
+        let c = PgConfig::from_url(
+            &DatabaseUrl::parse("postgresql://u@/db?host=/run/postgresql&statement_cache=false")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.target, "/run/postgresql");
+        assert_eq!(c.ssl, SslMode::Disable);
+        assert!(!c.statement_cache);
+        let e = PgConfig::from_url(
+            &DatabaseUrl::parse("postgresql://u@h/db?sslmode=sometimes").unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("'sslmode'"), "{e}");
+        let e = PgConfig::from_url(
+            &DatabaseUrl::parse("postgresql://u@h/db?command_timeout=x").unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("'command_timeout'"), "{e}");
+    }
+
+    #[test]
+    fn nesting_multi_dimensional_arrays() {
+        let flat: Vec<Value> = (1..=6).map(Value::Int).collect();
+        assert_eq!(
+            nest(flat, &[2, 3]),
+            Value::Array(vec![Value::array([1, 2, 3]), Value::array([4, 5, 6])])
+        );
+    }
+}
