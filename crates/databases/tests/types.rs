@@ -422,3 +422,163 @@ async fn postgres_types() {
         assert_eq!(row.get::<Decimal>("n").unwrap(), Decimal::new(300, 2));
     }
 }
+
+#[tokio::test]
+async fn mysql_types() {
+    for t in common::databases()
+        .await
+        .into_iter()
+        .filter(|t| t.backend() == Backend::Mysql)
+    {
+        t.recreate(
+            "types_my",
+            "ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT, i INT, iu INT UNSIGNED, \
+             bi BIGINT, bu BIGINT UNSIGNED, b BOOLEAN, de DECIMAL(30, 4), f FLOAT, d DOUBLE, \
+             c CHAR(3), vc VARCHAR(20), tx TEXT, bl BLOB, vb VARBINARY(4), dt DATE, tm TIME, \
+             dtm DATETIME(6), ts TIMESTAMP(6) NULL, y YEAR, j JSON, e ENUM('sad', 'happy'), \
+             st SET('a', 'b', 'c'), bt BIT(8)",
+        )
+        .await;
+        t.execute(
+            "INSERT INTO types_my VALUES (-128, 255, -32768, -8388608, -2147483648, 4294967295, \
+             -9223372036854775808, 18446744073709551615, TRUE, 12345678901234567890.1234, 1.1, 2.5, \
+             'ab', 'héllo 漢字', 'long text', x'00ff', x'01', '2024-02-29', '-838:59:59', \
+             '2024-01-31 10:00:00.000001', '2024-01-31 10:00:00', 2024, '{\"a\": [1, null]}', \
+             'happy', 'a,c', b'10000001')",
+            (),
+        )
+        .await
+        .unwrap();
+        let row = t
+            .fetch_one("SELECT * FROM types_my", ())
+            .await
+            .unwrap()
+            .unwrap();
+        let expect = [
+            ("ti", Value::Int(-128)),
+            ("tu", Value::Int(255)),
+            ("si", Value::Int(-32768)),
+            ("mi", Value::Int(-8_388_608)),
+            ("i", Value::Int(-2_147_483_648)),
+            ("iu", Value::Int(4_294_967_295)),
+            ("bi", Value::Int(i64::MIN)),
+            ("bu", Value::UInt(u64::MAX)),
+            ("b", Value::Int(1)),
+            (
+                "de",
+                Value::Decimal("12345678901234567890.1234".parse().unwrap()),
+            ),
+            ("f", Value::Float(1.1)),
+            ("d", Value::Float(2.5)),
+            ("c", Value::Text("ab".into())),
+            ("vc", Value::Text("héllo 漢字".into())),
+            ("tx", Value::Text("long text".into())),
+            ("bl", Value::Bytes(vec![0, 255])),
+            ("vb", Value::Bytes(vec![1])),
+            ("dt", Value::Date(date(2024, 2, 29))),
+            (
+                "tm",
+                Value::Interval {
+                    months: 0,
+                    days: -34,
+                    microseconds: -(22 * 3600 + 59 * 60 + 59) * 1_000_000,
+                },
+            ),
+            (
+                "dtm",
+                Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 1))),
+            ),
+            (
+                "ts",
+                Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 0))),
+            ),
+            ("y", Value::Int(2024)),
+            ("e", Value::Text("happy".into())),
+            ("st", Value::Text("a,c".into())),
+            ("bt", Value::Bytes(vec![0b1000_0001])),
+        ];
+        for (column, expected) in expect {
+            assert_eq!(
+                row.value(column).unwrap(),
+                &expected,
+                "{}: column {column}",
+                t.label
+            );
+        }
+        // MariaDB's JSON is LONGTEXT: the text parses when asked.
+        assert_eq!(
+            row.get::<serde_json::Value>("j").unwrap(),
+            serde_json::json!({"a": [1, null]})
+        );
+        assert!(row.get::<bool>("b").unwrap());
+
+        check_literals(
+            &t,
+            &[
+                ("NULL", Value::Null),
+                ("9223372036854775807", Value::Int(i64::MAX)),
+                ("18446744073709551615", Value::UInt(u64::MAX)),
+                ("'héllo'", Value::Text("héllo".into())),
+                ("CAST('10:30:00' AS TIME)", Value::Time(time(10, 30, 0, 0))),
+            ],
+        )
+        .await;
+        check_params(
+            &t,
+            &[
+                ("SIGNED", Value::Int(i64::MIN), Value::Int(i64::MIN)),
+                ("UNSIGNED", Value::UInt(u64::MAX), Value::UInt(u64::MAX)),
+                (
+                    "DECIMAL(10, 2)",
+                    Value::Decimal(Decimal::new(-12345, 2)),
+                    Value::Decimal(Decimal::new(-12345, 2)),
+                ),
+                ("DOUBLE", Value::Int(3), Value::Float(3.0)),
+                ("CHAR", Value::Text(big_text()), Value::Text(big_text())),
+                (
+                    "BINARY",
+                    Value::Bytes(big_bytes()),
+                    Value::Bytes(big_bytes()),
+                ),
+                (
+                    "DATE",
+                    Value::Date(date(1000, 1, 1)),
+                    Value::Date(date(1000, 1, 1)),
+                ),
+                (
+                    "DATETIME(6)",
+                    Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 123_456))),
+                    Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 123_456))),
+                ),
+                (
+                    "DATETIME",
+                    Value::DateTimeTz(tz("2024-01-31T10:00:00+05:30")),
+                    Value::DateTime(date(2024, 1, 31).and_time(time(4, 30, 0, 0))),
+                ),
+                (
+                    "TIME(6)",
+                    Value::Time(time(23, 59, 59, 5)),
+                    Value::Time(time(23, 59, 59, 5)),
+                ),
+                ("CHAR", Value::Null, Value::Null),
+            ],
+        )
+        .await;
+        for bad in [
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::array([1]),
+        ] {
+            let e = t
+                .fetch_one("SELECT :x", params! { "x" => bad.clone() })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::InvalidParameter,
+                "{}: {bad:?}",
+                t.label
+            );
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! fetch, stream, batch of rows), run transaction control statements, and queue a rollback
 //! from a synchronous `Drop`.
 
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
@@ -15,8 +17,8 @@ use crate::value::Value;
 use crate::{Config, ExecuteResult};
 use futures_util::stream::BoxStream;
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!("enable at least one backend feature: `sqlite` or `postgres`");
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!("enable at least one backend feature: `sqlite`, `postgres` or `mysql`");
 
 /// A query with its placeholders rewritten and its values picked, ready to run.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub(crate) enum RawConnection {
     Sqlite(sqlite::SqliteConnection),
     #[cfg(feature = "postgres")]
     Postgres(Box<postgres::PgConnection>),
+    #[cfg(feature = "mysql")]
+    Mysql(Box<mysql::MyConnection>),
 }
 
 /// Per-backend connection settings, resolved from the URL.
@@ -45,6 +49,8 @@ pub(crate) enum BackendConfig {
     Sqlite(sqlite::SqliteConfig),
     #[cfg(feature = "postgres")]
     Postgres(Box<postgres::PgConfig>),
+    #[cfg(feature = "mysql")]
+    Mysql(Box<mysql::MyConfig>),
     /// A backend this build does not have; connecting fails with a clear error.
     Missing(Backend),
 }
@@ -56,6 +62,8 @@ impl BackendConfig {
             Backend::Sqlite => Self::Sqlite(sqlite::SqliteConfig::from_url(url)?),
             #[cfg(feature = "postgres")]
             Backend::Postgres => Self::Postgres(Box::new(postgres::PgConfig::from_url(url)?)),
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => Self::Mysql(Box::new(mysql::MyConfig::from_url(url)?)),
             #[allow(
                 unreachable_patterns,
                 reason = "reachable when a backend feature is off"
@@ -72,6 +80,8 @@ impl BackendConfig {
             Self::Sqlite(_) => Some(sqlite::OPTIONS),
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => Some(postgres::OPTIONS),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => Some(mysql::OPTIONS),
             Self::Missing(_) => None,
         }
     }
@@ -96,6 +106,10 @@ impl RawConnection {
             BackendConfig::Postgres(c) => Ok(Self::Postgres(Box::new(
                 postgres::PgConnection::open(c).await?,
             ))),
+            #[cfg(feature = "mysql")]
+            BackendConfig::Mysql(c) => {
+                Ok(Self::Mysql(Box::new(mysql::MyConnection::open(c).await?)))
+            }
             BackendConfig::Missing(other) => Err(Error::config(format!(
                 "this build of `databases` has no {other} backend: enable its cargo feature (`{}`)",
                 match other {
@@ -113,6 +127,8 @@ impl RawConnection {
             Self::Sqlite(_) => Dialect::Sqlite,
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => Dialect::Postgres,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => Dialect::Mysql,
         }
     }
 
@@ -122,6 +138,8 @@ impl RawConnection {
             Self::Sqlite(_) => Backend::Sqlite,
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => Backend::Mysql,
         }
     }
 
@@ -131,6 +149,8 @@ impl RawConnection {
             Self::Sqlite(c) => c.execute(query).await,
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.execute(query).await,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.execute(query).await,
         }
     }
 
@@ -145,6 +165,8 @@ impl RawConnection {
             Self::Sqlite(c) => c.execute_many(query, rows).await,
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.execute_many(query, rows).await,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.execute_many(query, rows).await,
         }
     }
 
@@ -158,6 +180,8 @@ impl RawConnection {
             Self::Sqlite(c) => c.fetch(query, limit).await,
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.fetch(query, limit).await,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.fetch(query, limit).await,
         }
     }
 
@@ -171,6 +195,8 @@ impl RawConnection {
             Self::Sqlite(c) => Ok(c.stream(query)),
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.stream(query).await,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.stream(query).await,
         }
     }
 
@@ -181,18 +207,22 @@ impl RawConnection {
             Self::Sqlite(c) => c.control(sql).await,
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.control(sql).await,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.control(sql).await,
         }
     }
 
     /// Queues rollback SQL without waiting for it: it runs before anything sent later on this
-    /// connection. Returns false when the backend cannot do that; the caller then marks the
-    /// connection broken so that the pool discards it.
+    /// connection. Returns false when the backend cannot do that; the caller then leaves the
+    /// rollback pending (see `PoolConn::pending_rollback`).
     pub(crate) fn queue_rollback(&mut self, sql: String) -> bool {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.queue(sql),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => {
+            // The others cannot send without awaiting: the caller leaves the rollback
+            // pending until the connection's next statement.
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            _ => {
                 let _ = sql;
                 false
             }
@@ -205,9 +235,9 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.interrupt(),
-            // An abandoned PostgreSQL operation cancels itself (see `postgres::InFlight`).
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => {}
+            // An abandoned server operation cancels itself (see `InFlight` in each backend).
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            _ => {}
         }
     }
 
@@ -218,6 +248,8 @@ impl RawConnection {
             Self::Sqlite(c) => c.begin_sql(),
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => "BEGIN",
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => "START TRANSACTION",
         }
     }
 
@@ -227,6 +259,8 @@ impl RawConnection {
             Self::Sqlite(c) => c.is_broken(),
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.is_broken(),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.is_broken(),
         }
     }
 }

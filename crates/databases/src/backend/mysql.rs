@@ -1,0 +1,852 @@
+//! MySQL and MariaDB through mysql_async, on its binary (prepared statement) protocol.
+//!
+//! Connections are plain `mysql_async::Conn`s in our pool (no reset round trip when one is
+//! returned); statements are cached per connection. `execute_many` sends an
+//! `INSERT ... VALUES (...)` as multi-row inserts of up to 1,000 rows each, inside one
+//! transaction or savepoint; other statements run once per row in it.
+//!
+//! Cancellation: as on PostgreSQL, an operation whose future is dropped poisons the
+//! connection (the pool discards it) and a `KILL QUERY` from a separate connection stops the
+//! statement on the server. `iterate` runs the query in a task that owns the connection and
+//! hands it back when the rows are done.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use futures_util::stream::BoxStream;
+use mysql_async::consts::ColumnType;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Column, Conn, Opts, OptsBuilder, Params, SslOpts, Value as MyValue};
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+
+use crate::ExecuteResult;
+use crate::config::{parse_bool, parse_choice, parse_seconds};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{Columns, Record};
+use crate::url::DatabaseUrl;
+use crate::value::Value;
+
+use super::BoundQuery;
+
+/// URL options the MySQL backend understands (besides the common ones).
+pub(crate) const OPTIONS: &[&str] = &[
+    "charset",
+    "command_timeout",
+    "connect_timeout",
+    "ssl",
+    "ssl_ca",
+    "sslmode",
+    "statement_cache",
+    "unix_socket",
+];
+
+/// Rows per multi-row INSERT in `execute_many`.
+const BATCH_ROWS: usize = 1000;
+/// MySQL's limit on placeholders in one statement.
+const MAX_PLACEHOLDERS: usize = 65_535;
+const STATEMENT_CACHE: usize = 256;
+/// Rows per message from an `iterate` task.
+const CHUNK_ROWS: usize = 256;
+
+/// How to open MySQL connections, resolved from the URL.
+#[derive(Clone)]
+pub(crate) struct MyConfig {
+    opts: Opts,
+    connect_timeout: Duration,
+    command_timeout: Option<Duration>,
+    target: String,
+}
+
+impl std::fmt::Debug for MyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MyConfig")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MyConfig {
+    pub(crate) fn from_url(url: &DatabaseUrl) -> Result<Self> {
+        let user = url
+            .username()
+            .map(|u| u.into_owned())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "root".to_owned());
+        let database = url.database();
+        let host = url.hostname().unwrap_or("localhost").to_owned();
+        let port = url.port().unwrap_or(3306);
+        let socket = url.option("unix_socket").map(str::to_owned);
+        let target = socket.clone().unwrap_or_else(|| format!("{host}:{port}"));
+        let mut builder = OptsBuilder::default()
+            .ip_or_hostname(host)
+            .tcp_port(port)
+            .user(Some(user))
+            .pass(url.password().map(|p| p.into_owned()))
+            .db_name((!database.is_empty()).then(|| database.into_owned()))
+            .prefer_socket(false)
+            .socket(socket.clone())
+            .tcp_nodelay(true);
+        let cache = url
+            .option("statement_cache")
+            .map(|v| parse_bool("statement_cache", v))
+            .transpose()?
+            .unwrap_or(true);
+        builder = builder.stmt_cache_size(if cache { STATEMENT_CACHE } else { 0 });
+        if let Some(charset) = url.option("charset") {
+            if charset.is_empty()
+                || !charset
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(Error::config(format!(
+                    "invalid value '{}' for option 'charset': expected a character set name such as utf8mb4",
+                    charset.escape_debug()
+                )));
+            }
+            builder = builder.init(vec![format!("SET NAMES {charset}")]);
+        }
+        let mut mode = match url.option("ssl") {
+            None => "disable".to_owned(),
+            Some(v) => {
+                if parse_bool("ssl", v)? {
+                    "require".to_owned()
+                } else {
+                    "disable".to_owned()
+                }
+            }
+        };
+        if let Some(m) = url.option("sslmode") {
+            mode = parse_choice(
+                "sslmode",
+                m,
+                &["disable", "require", "verify-ca", "verify-full"],
+            )?;
+        }
+        let ca = url.option("ssl_ca");
+        if mode != "disable" {
+            let mut ssl = SslOpts::default();
+            if let Some(path) = ca {
+                ssl = ssl.with_root_certs(vec![std::path::PathBuf::from(path).into()]);
+            }
+            ssl = match mode.as_str() {
+                // Encrypt without authenticating, unless a CA was given.
+                "require" if ca.is_none() => ssl.with_danger_accept_invalid_certs(true),
+                "require" | "verify-ca" => ssl.with_danger_skip_domain_validation(true),
+                _ => ssl,
+            };
+            builder = builder.ssl_opts(ssl);
+        }
+        let connect_timeout = url
+            .option("connect_timeout")
+            .map(|v| parse_seconds("connect_timeout", v))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(30));
+        let command_timeout = url
+            .option("command_timeout")
+            .map(|v| parse_seconds("command_timeout", v))
+            .transpose()?;
+        Ok(Self {
+            opts: builder.into(),
+            connect_timeout,
+            command_timeout,
+            target,
+        })
+    }
+}
+
+/// One MySQL connection.
+pub(crate) struct MyConnection {
+    /// `None` while an `iterate` task owns the connection; it comes back through `returned`.
+    conn: Option<Conn>,
+    returned: Arc<Mutex<Option<Conn>>>,
+    id: u32,
+    opts: Opts,
+    command_timeout: Option<Duration>,
+    poisoned: Arc<AtomicBool>,
+}
+
+async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
+    let failed = |why: String| {
+        Error::new(
+            ErrorKind::Connect,
+            format!("could not connect to MySQL at {target}: {why}"),
+        )
+    };
+    match tokio::time::timeout(timeout, Conn::new(opts.clone())).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(failed(describe(&e)).with_source(e)),
+        Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
+    }
+}
+
+/// Stops the statement running on connection `id`, from a connection of its own.
+fn kill_query(opts: Opts, id: u32) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            if let Ok(mut conn) = Conn::new(opts).await {
+                let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
+                let _ = conn.disconnect().await;
+            }
+        });
+    }
+}
+
+/// Poisons the connection and kills its statement if dropped before [`InFlight::done`].
+struct InFlight {
+    poisoned: Arc<AtomicBool>,
+    kill: Option<(Opts, u32)>,
+}
+
+impl InFlight {
+    fn done(mut self) {
+        self.kill = None;
+        self.poisoned.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((opts, id)) = self.kill.take() {
+            kill_query(opts, id);
+        }
+    }
+}
+
+impl MyConnection {
+    pub(crate) async fn open(config: &MyConfig) -> Result<Self> {
+        let conn = connect(&config.opts, config.connect_timeout, &config.target).await?;
+        Ok(Self {
+            id: conn.id(),
+            conn: Some(conn),
+            returned: Arc::new(Mutex::new(None)),
+            opts: config.opts.clone(),
+            command_timeout: config.command_timeout,
+            poisoned: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+            || (self.conn.is_none()
+                && self
+                    .returned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_none())
+    }
+
+    /// Marks the start of an operation and gives the connection; fails on a poisoned one.
+    fn start(&mut self) -> Result<(InFlight, &mut Conn)> {
+        if self.poisoned.swap(true, Ordering::SeqCst) {
+            return Err(Error::connection_lost(
+                "this connection was abandoned in the middle of an operation and is being discarded; \
+                 take a new one from the pool",
+            ));
+        }
+        if self.conn.is_none() {
+            self.conn = self
+                .returned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
+        let guard = InFlight {
+            poisoned: self.poisoned.clone(),
+            kill: Some((self.opts.clone(), self.id)),
+        };
+        match self.conn.as_mut() {
+            Some(conn) => Ok((guard, conn)),
+            None => {
+                guard.done();
+                self.poisoned.store(true, Ordering::SeqCst);
+                Err(Error::connection_lost(
+                    "the MySQL connection was lost while streaming rows",
+                ))
+            }
+        }
+    }
+
+    /// Runs one operation: poisons the connection while it is in flight, applies the
+    /// command timeout (then kills the statement and awaits the operation's own end).
+    async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        let limit = self.command_timeout;
+        let (opts, id) = (self.opts.clone(), self.id);
+        let (guard, conn) = self.start()?;
+        let result = match limit {
+            None => op(conn).await,
+            Some(limit) => {
+                let mut op = std::pin::pin!(op(conn));
+                match tokio::time::timeout(limit, &mut op).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        if let Ok(mut killer) = Conn::new(opts).await {
+                            let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
+                            let _ = killer.disconnect().await;
+                        }
+                        let _ = op.await;
+                        Err(Error::new(
+                            ErrorKind::Database,
+                            format!(
+                                "the statement ran longer than command_timeout ({limit:?}) and was cancelled"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        guard.done();
+        result
+    }
+
+    pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
+        let params = to_params(query.values, &query.names, None)?;
+        let sql = query.sql;
+        self.run(async move |conn| {
+            let mut result = conn
+                .exec_iter(sql.as_str(), params)
+                .await
+                .map_err(map_error)?;
+            let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+            let mut returned = Value::Null;
+            if let Some(row) = result.next().await.map_err(map_error)?
+                && let Some(first) = row.unwrap().into_iter().next()
+            {
+                returned = decode(first, &columns[0])?;
+            }
+            while result.next().await.map_err(map_error)?.is_some() {}
+            let rows_affected = result.affected_rows();
+            let last_insert_id = result.last_insert_id().unwrap_or(0);
+            result.drop_result().await.map_err(map_error)?;
+            Ok(ExecuteResult {
+                rows_affected,
+                last_insert_id: Some(i64::try_from(last_insert_id).unwrap_or(i64::MAX)),
+                returned,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn execute_many(
+        &mut self,
+        query: BoundQuery,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<u64> {
+        let rows = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| to_values(row, &query.names, Some(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let (open, close, undo) = if query.in_transaction {
+            (
+                "SAVEPOINT databases_execute_many",
+                "RELEASE SAVEPOINT databases_execute_many",
+                "ROLLBACK TO SAVEPOINT databases_execute_many",
+            )
+        } else {
+            ("START TRANSACTION", "COMMIT", "ROLLBACK")
+        };
+        let sql = query.sql;
+        self.run(async move |conn| {
+            conn.query_drop(open).await.map_err(map_error)?;
+            let result = insert_many(conn, &sql, rows).await;
+            match result {
+                Ok(n) => {
+                    conn.query_drop(close).await.map_err(map_error)?;
+                    Ok(n)
+                }
+                Err(e) => {
+                    conn.query_drop(undo).await.map_err(map_error)?;
+                    if query.in_transaction {
+                        conn.query_drop("RELEASE SAVEPOINT databases_execute_many")
+                            .await
+                            .map_err(map_error)?;
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn fetch(
+        &mut self,
+        query: BoundQuery,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        let params = to_params(query.values, &query.names, None)?;
+        let sql = query.sql;
+        self.run(async move |conn| {
+            let mut result = conn
+                .exec_iter(sql.as_str(), params)
+                .await
+                .map_err(map_error)?;
+            let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+            let columns = columns_of(&meta);
+            let mut out = Vec::new();
+            // Rows past the limit are read and dropped: the connection must end idle.
+            while let Some(row) = result.next().await.map_err(map_error)? {
+                if limit.is_none_or(|l| out.len() < l) {
+                    out.push(Record::new(
+                        columns.clone(),
+                        decode_row(row.unwrap(), &meta)?,
+                    ));
+                }
+            }
+            result.drop_result().await.map_err(map_error)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Hands the connection to a task that runs the query and sends its rows in chunks; the
+    /// task returns the connection when the rows are done.
+    pub(crate) async fn stream(
+        &mut self,
+        query: BoundQuery,
+    ) -> Result<BoxStream<'static, Result<Record>>> {
+        let params = to_params(query.values, &query.names, None)?;
+        let (guard, _) = self.start()?;
+        let Some(mut conn) = self.conn.take() else {
+            return Err(Error::connection_lost("the MySQL connection is gone"));
+        };
+        let returned = self.returned.clone();
+        let (tx, rx) = mpsc::channel::<Result<Vec<Record>>>(2);
+        let sql = query.sql;
+        tokio::spawn(async move {
+            let produce = async {
+                let mut result = conn
+                    .exec_iter(sql.as_str(), params)
+                    .await
+                    .map_err(map_error)?;
+                let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+                let columns = columns_of(&meta);
+                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                while let Some(row) = result.next().await.map_err(map_error)? {
+                    chunk.push(Record::new(
+                        columns.clone(),
+                        decode_row(row.unwrap(), &meta)?,
+                    ));
+                    if chunk.len() == CHUNK_ROWS {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return Ok(false); // the stream was dropped
+                        }
+                    }
+                }
+                result.drop_result().await.map_err(map_error)?;
+                if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(true);
+                }
+                Ok(true)
+            };
+            // Stop as soon as the stream is dropped, even while the server is still working.
+            let produced = {
+                let produce = std::pin::pin!(produce);
+                let closed = std::pin::pin!(tx.closed());
+                match futures_util::future::select(produce, closed).await {
+                    futures_util::future::Either::Left((result, _)) => Some(result),
+                    futures_util::future::Either::Right(_) => None,
+                }
+            };
+            match produced {
+                Some(Ok(true)) => {
+                    // Give the connection back before the stream can see its end.
+                    *returned
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
+                    guard.done();
+                }
+                Some(Err(e)) => {
+                    *returned
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
+                    guard.done();
+                    let _ = tx.send(Err(e)).await;
+                }
+                // Abandoned mid-result: the guard kills the query and the connection is dropped.
+                Some(Ok(false)) | None => drop(guard),
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(
+            (rx, Vec::new().into_iter()),
+            |(mut rx, mut buffer)| async move {
+                loop {
+                    if let Some(record) = buffer.next() {
+                        return Some((Ok(record), (rx, buffer)));
+                    }
+                    match rx.recv().await? {
+                        Ok(chunk) => buffer = chunk.into_iter(),
+                        Err(e) => return Some((Err(e), (rx, buffer))),
+                    }
+                }
+            },
+        )))
+    }
+
+    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+        self.run(async move |conn| conn.query_drop(sql).await.map_err(map_error))
+            .await
+    }
+}
+
+/// Inserts `rows` with `sql`: as multi-row `INSERT ... VALUES` statements when `sql` is one,
+/// else one execution per row. Returns the rows affected.
+async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Result<u64> {
+    let width = rows.first().map_or(0, Vec::len);
+    let Some((head, tuple)) = split_values_clause(sql).filter(|_| width > 0) else {
+        let mut total = 0;
+        for (i, row) in rows.into_iter().enumerate() {
+            conn.exec_drop(sql, Params::Positional(row))
+                .await
+                .map_err(|e| with_row(map_error(e), i))?;
+            total += conn.affected_rows();
+        }
+        return Ok(total);
+    };
+    let per_batch = BATCH_ROWS.min(MAX_PLACEHOLDERS / width).max(1);
+    let mut total = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let batch: Vec<Vec<MyValue>> = rows.by_ref().take(per_batch).collect();
+        let mut statement = String::with_capacity(head.len() + batch.len() * (tuple.len() + 2));
+        statement.push_str(head);
+        for i in 0..batch.len() {
+            if i > 0 {
+                statement.push_str(", ");
+            }
+            statement.push_str(tuple);
+        }
+        let values: Vec<MyValue> = batch.into_iter().flatten().collect();
+        conn.exec_drop(statement.as_str(), Params::Positional(values))
+            .await
+            .map_err(map_error)?;
+        total += conn.affected_rows();
+    }
+    Ok(total)
+}
+
+fn with_row(e: Error, row: usize) -> Error {
+    let message = format!("row {row}: {e}");
+    Error::new(e.kind(), message).with_source(e)
+}
+
+/// For `INSERT ... VALUES (?, ?)` (nothing after the tuple but blanks or `;`), the text up to
+/// and including `VALUES ` and the tuple `(?, ?)`.
+fn split_values_clause(sql: &str) -> Option<(&str, &str)> {
+    let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
+    if !trimmed.get(..6)?.eq_ignore_ascii_case("insert")
+        && !trimmed.get(..7)?.eq_ignore_ascii_case("replace")
+    {
+        return None;
+    }
+    if !trimmed.ends_with(')') {
+        return None;
+    }
+    // The tuple: from the `(` matching the final `)`.
+    let bytes = trimmed.as_bytes();
+    let mut depth = 0i32;
+    let mut open = None;
+    for (i, b) in bytes.iter().enumerate().rev() {
+        match b {
+            b')' => depth += 1,
+            b'(' => {
+                depth -= 1;
+                if depth == 0 {
+                    open = Some(i);
+                    break;
+                }
+            }
+            b'\'' | b'"' | b'`' => return None, // quoted text in the tuple: keep it simple
+            _ => {}
+        }
+    }
+    let open = open?;
+    let before = trimmed[..open].trim_end();
+    let keyword = before.get(before.len().checked_sub(6)?..)?;
+    if !keyword.eq_ignore_ascii_case("values") {
+        return None;
+    }
+    Some((&trimmed[..open], &trimmed[open..]))
+}
+
+fn columns_of(meta: &[Column]) -> Arc<Columns> {
+    Arc::new(Columns::new(
+        meta.iter().map(|c| c.name_str().into_owned()).collect(),
+    ))
+}
+
+fn decode_row(values: Vec<MyValue>, meta: &[Column]) -> Result<Vec<Value>> {
+    values
+        .into_iter()
+        .zip(meta)
+        .map(|(v, c)| decode(v, c))
+        .collect()
+}
+
+fn decode(value: MyValue, column: &Column) -> Result<Value> {
+    let bad = |why: String| Error::decode(format!("column '{}': {why}", column.name_str()));
+    Ok(match value {
+        MyValue::NULL => Value::Null,
+        MyValue::Int(i) => Value::Int(i),
+        MyValue::UInt(u) => i64::try_from(u).map_or(Value::UInt(u), Value::Int),
+        // Through the shortest text form, so that FLOAT 1.1 reads as 1.1.
+        MyValue::Float(f) => Value::Float(f.to_string().parse().unwrap_or(f64::from(f))),
+        MyValue::Double(d) => Value::Float(d),
+        MyValue::Bytes(bytes) => match column.column_type() {
+            ColumnType::MYSQL_TYPE_DECIMAL | ColumnType::MYSQL_TYPE_NEWDECIMAL => {
+                let text = String::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
+                Decimal::from_str_exact(&text).map_or(Value::Text(text), Value::Decimal)
+            }
+            ColumnType::MYSQL_TYPE_JSON => Value::Json(
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?,
+            ),
+            ColumnType::MYSQL_TYPE_BIT | ColumnType::MYSQL_TYPE_GEOMETRY => Value::Bytes(bytes),
+            _ if column.character_set() == 63 => Value::Bytes(bytes),
+            _ => Value::Text(
+                String::from_utf8(bytes)
+                    .map_err(|e| bad(format!("text that is not valid UTF-8 ({e})")))?,
+            ),
+        },
+        MyValue::Date(0, 0, 0, 0, 0, 0, 0) => Value::Null, // MySQL's "zero date"
+        MyValue::Date(y, mo, d, h, mi, s, us) => {
+            let date = NaiveDate::from_ymd_opt(i32::from(y), u32::from(mo), u32::from(d))
+                .ok_or_else(|| bad(format!("invalid date {y:04}-{mo:02}-{d:02}")))?;
+            if column.column_type() == ColumnType::MYSQL_TYPE_DATE {
+                Value::Date(date)
+            } else {
+                let time =
+                    NaiveTime::from_hms_micro_opt(u32::from(h), u32::from(mi), u32::from(s), us)
+                        .ok_or_else(|| bad("invalid time of day".to_owned()))?;
+                Value::DateTime(date.and_time(time))
+            }
+        }
+        MyValue::Time(negative, days, h, mi, s, us) => {
+            if !negative && days == 0 {
+                Value::Time(
+                    NaiveTime::from_hms_micro_opt(u32::from(h), u32::from(mi), u32::from(s), us)
+                        .ok_or_else(|| bad("invalid time".to_owned()))?,
+                )
+            } else {
+                // A duration beyond one day or below zero (MySQL TIME spans ±838 hours).
+                let micros = ((i64::from(h) * 60 + i64::from(mi)) * 60 + i64::from(s)) * 1_000_000
+                    + i64::from(us);
+                let days = i32::try_from(days).map_err(|_| bad("time out of range".to_owned()))?;
+                let (days, micros) = if negative {
+                    (-days, -micros)
+                } else {
+                    (days, micros)
+                };
+                Value::Interval {
+                    months: 0,
+                    days,
+                    microseconds: micros,
+                }
+            }
+        }
+    })
+}
+
+fn to_params(values: Vec<Value>, names: &[String], row: Option<usize>) -> Result<Params> {
+    let values = to_values(values, names, row)?;
+    Ok(if values.is_empty() {
+        Params::Empty
+    } else {
+        Params::Positional(values)
+    })
+}
+
+fn to_values(values: Vec<Value>, names: &[String], row: Option<usize>) -> Result<Vec<MyValue>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            to_mysql(v).map_err(|why| {
+                let name = names.get(i).map_or("?", String::as_str);
+                let at = row.map(|r| format!(" in row {r}")).unwrap_or_default();
+                Error::new(
+                    ErrorKind::InvalidParameter,
+                    format!("parameter ':{name}'{at}: {why}"),
+                )
+            })
+        })
+        .collect()
+}
+
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "chrono's fields are within the MySQL field ranges"
+)]
+fn datetime(dt: NaiveDateTime) -> Result<MyValue, String> {
+    let year = u16::try_from(dt.year())
+        .map_err(|_| format!("year {} is outside MySQL's range", dt.year()))?;
+    Ok(MyValue::Date(
+        year,
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+        dt.nanosecond() / 1000,
+    ))
+}
+
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "chrono's fields are within the MySQL field ranges"
+)]
+fn to_mysql(v: Value) -> Result<MyValue, String> {
+    Ok(match v {
+        Value::Null => MyValue::NULL,
+        Value::Bool(b) => MyValue::Int(i64::from(b)),
+        Value::Int(i) => MyValue::Int(i),
+        Value::UInt(u) => MyValue::UInt(u),
+        Value::Float(f) if !f.is_finite() => return Err(format!("MySQL cannot store {f}")),
+        Value::Float(f) => MyValue::Double(f),
+        Value::Decimal(d) => MyValue::Bytes(d.to_string().into_bytes()),
+        Value::Text(s) => MyValue::Bytes(s.into_bytes()),
+        Value::Bytes(b) => MyValue::Bytes(b),
+        Value::Date(d) => datetime(d.and_time(NaiveTime::MIN))?,
+        Value::Time(t) => MyValue::Time(
+            false,
+            0,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond() / 1000,
+        ),
+        Value::DateTime(dt) => datetime(dt)?,
+        // MySQL stores no offset: send the instant in UTC.
+        Value::DateTimeTz(dt) => datetime(dt.naive_utc())?,
+        Value::Uuid(u) => MyValue::Bytes(u.hyphenated().to_string().into_bytes()),
+        Value::Json(j) => MyValue::Bytes(j.to_string().into_bytes()),
+        Value::Interval {
+            months: 0,
+            days,
+            microseconds,
+        } => {
+            let total = i128::from(days) * 86_400_000_000 + i128::from(microseconds);
+            let negative = total < 0;
+            let total = total.unsigned_abs();
+            let us = (total % 1_000_000) as u32;
+            let secs = total / 1_000_000;
+            MyValue::Time(
+                negative,
+                u32::try_from(secs / 86_400).map_err(|_| "interval too long".to_owned())?,
+                ((secs / 3600) % 24) as u8,
+                ((secs / 60) % 60) as u8,
+                (secs % 60) as u8,
+                us,
+            )
+        }
+        Value::Interval { .. } => {
+            return Err("MySQL has no interval of months; pass days".to_owned());
+        }
+        Value::TimeTz(..) => return Err("MySQL has no time-with-time-zone type".to_owned()),
+        Value::Array(_) => return Err("MySQL has no array type; pass the array as JSON".to_owned()),
+    })
+}
+
+fn describe(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn map_error(e: mysql_async::Error) -> Error {
+    match &e {
+        mysql_async::Error::Server(s) => {
+            let kind = match s.code {
+                1062 | 1586 => ErrorKind::UniqueViolation,
+                1216 | 1217 | 1451 | 1452 => ErrorKind::ForeignKeyViolation,
+                1048 | 1364 => ErrorKind::NotNullViolation,
+                3819 | 4025 => ErrorKind::CheckViolation,
+                1064 | 1149 => ErrorKind::Syntax,
+                1053 | 1927 => ErrorKind::ConnectionLost,
+                _ => ErrorKind::Database,
+            };
+            let message = format!("{kind}: {}", s.message);
+            let db_message = s.message.clone();
+            Error::new(kind, message)
+                .with_db(s.code.to_string(), db_message)
+                .with_source(e)
+        }
+        mysql_async::Error::Io(_)
+        | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => {
+            Error::connection_lost(format!("the MySQL connection was lost: {e}")).with_source(e)
+        }
+        _ => {
+            let message = format!("MySQL error: {e}");
+            Error::new(ErrorKind::Database, message).with_source(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_clauses() {
+        assert_eq!(
+            split_values_clause("INSERT INTO t (a, b) VALUES (?, ?)"),
+            Some(("INSERT INTO t (a, b) VALUES ", "(?, ?)"))
+        );
+        assert_eq!(
+            split_values_clause("insert into t values(?, now());"),
+            Some(("insert into t values", "(?, now())"))
+        );
+        assert_eq!(
+            split_values_clause("INSERT INTO t (a) SELECT ? FROM dual"),
+            None
+        );
+        assert_eq!(
+            split_values_clause("INSERT INTO t (a) VALUES (?) ON DUPLICATE KEY UPDATE a = a"),
+            None
+        );
+        assert_eq!(split_values_clause("UPDATE t SET a = ?"), None);
+        assert_eq!(
+            split_values_clause("INSERT INTO t (a) VALUES ('x', ?)"),
+            None
+        );
+    }
+
+    #[test]
+    fn options_from_urls() {
+        let c = MyConfig::from_url(
+            &DatabaseUrl::parse("mysql://root@127.0.0.1:3307/db?charset=utf8mb4").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.target, "127.0.0.1:3307");
+        assert_eq!(c.opts.init(), ["SET NAMES utf8mb4"]);
+        let c = MyConfig::from_url(
+            &DatabaseUrl::parse("mysql://u@/db?unix_socket=/run/mysqld/mysqld.sock").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.target, "/run/mysqld/mysqld.sock");
+        let e =
+            MyConfig::from_url(&DatabaseUrl::parse("mysql://u@h/db?charset=utf8;DROP").unwrap())
+                .unwrap_err();
+        assert!(e.to_string().contains("'charset'"), "{e}");
+        let c =
+            MyConfig::from_url(&DatabaseUrl::parse("mysql://u@h/db?ssl=true").unwrap()).unwrap();
+        assert!(c.opts.ssl_opts().is_some());
+    }
+
+    #[test]
+    fn intervals_become_mysql_times() {
+        assert_eq!(
+            to_mysql(Value::Interval {
+                months: 0,
+                days: -1,
+                microseconds: -3_600_000_001
+            })
+            .unwrap(),
+            MyValue::Time(true, 1, 1, 0, 0, 1)
+        );
+        assert!(to_mysql(Value::Float(f64::NAN)).is_err());
+    }
+}
