@@ -15,12 +15,14 @@ use crate::url::DatabaseUrl;
 /// | [`min_size`](Self::min_size) | `min_size` | 1 |
 /// | [`max_size`](Self::max_size) | `max_size` | 10 (1 for in-memory SQLite) |
 /// | [`acquire_timeout`](Self::acquire_timeout) | `acquire_timeout` (seconds) | 30 s |
+/// | [`pool_recycle`](Self::pool_recycle) | `pool_recycle` (seconds) | never |
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DatabaseOptions {
     force_rollback: Option<bool>,
     min_size: Option<u32>,
     max_size: Option<u32>,
     acquire_timeout: Option<Duration>,
+    pool_recycle: Option<Duration>,
 }
 
 impl DatabaseOptions {
@@ -58,10 +60,24 @@ impl DatabaseOptions {
         self.acquire_timeout = Some(timeout);
         self
     }
+
+    /// Closes connections once they are this old (when next idle), so that server-side
+    /// timeouts never meet a stale connection.
+    #[must_use]
+    pub fn pool_recycle(mut self, age: Duration) -> Self {
+        self.pool_recycle = Some(age);
+        self
+    }
 }
 
 /// Options every backend understands.
-const COMMON_OPTIONS: &[&str] = &["force_rollback", "min_size", "max_size", "acquire_timeout"];
+const COMMON_OPTIONS: &[&str] = &[
+    "acquire_timeout",
+    "force_rollback",
+    "max_size",
+    "min_size",
+    "pool_recycle",
+];
 
 /// The configuration of a database: URL and options resolved, validated, defaults applied.
 #[derive(Debug, Clone)]
@@ -71,6 +87,7 @@ pub(crate) struct Config {
     pub(crate) min_size: u32,
     pub(crate) max_size: u32,
     pub(crate) acquire_timeout: Duration,
+    pub(crate) pool_recycle: Option<Duration>,
     pub(crate) backend: crate::backend::BackendConfig,
 }
 
@@ -113,6 +130,7 @@ impl Config {
             parse_seconds,
         )?
         .unwrap_or(Duration::from_secs(30));
+        let pool_recycle = pick(options.pool_recycle, &url, "pool_recycle", parse_seconds)?;
         let (min_size, max_size) = if backend.in_memory() {
             // One connection holds the whole in-memory database: every caller shares it.
             (1, 1)
@@ -140,6 +158,7 @@ impl Config {
             min_size,
             max_size,
             acquire_timeout,
+            pool_recycle,
             backend,
         })
     }
@@ -228,6 +247,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_size, 7);
         assert!(!c.force_rollback);
+    }
+
+    #[test]
+    fn pool_recycle_from_url_or_options() {
+        let c = config("sqlite:///x.db?pool_recycle=3600", &DatabaseOptions::new()).unwrap();
+        assert_eq!(c.pool_recycle, Some(Duration::from_secs(3600)));
+        let c = config(
+            "sqlite:///x.db",
+            &DatabaseOptions::new().pool_recycle(Duration::from_secs(5)),
+        )
+        .unwrap();
+        assert_eq!(c.pool_recycle, Some(Duration::from_secs(5)));
+        assert_eq!(
+            config("sqlite:///x.db", &DatabaseOptions::new())
+                .unwrap()
+                .pool_recycle,
+            None
+        );
     }
 
     #[test]

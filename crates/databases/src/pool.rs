@@ -63,7 +63,8 @@ pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
         .min_idle(Some(config.min_size))
         .connection_timeout(config.acquire_timeout)
         .test_on_check_out(false)
-        .retry_connection(false);
+        .retry_connection(false)
+        .max_lifetime(config.pool_recycle);
     if in_memory {
         // Closing the one connection would drop the database.
         builder = builder.idle_timeout(None).max_lifetime(None);
