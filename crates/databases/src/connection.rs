@@ -103,7 +103,7 @@ impl Connection {
 
     fn bind(&self, sql: &str, params: impl IntoParams) -> Result<BoundQuery> {
         let mut query = self.rewrite(sql);
-        query.values = params.into_params()?.bind(&query.names)?;
+        query.values = params.into_params()?.into_bound(&query.names)?;
         Ok(query)
     }
 
@@ -136,7 +136,7 @@ impl Connection {
         let query = self.rewrite(sql);
         let rows = params
             .into_iter()
-            .map(|p| p.into_params()?.bind(&query.names))
+            .map(|p| p.into_params()?.into_bound(&query.names))
             .collect::<Result<Vec<_>>>()?;
         if rows.is_empty() {
             return Ok(0);

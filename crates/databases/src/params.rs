@@ -6,6 +6,7 @@
 //! string literals, quoted identifiers, backticks, `--` and `/* */` comments (and `#` comments on
 //! MySQL), PostgreSQL `::` casts and `$tag$` quoting, `:=` and `\:` (an escaped colon).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -232,9 +233,9 @@ fn skip_dollar_quoted(chars: &[(usize, char)], start: usize) -> Option<usize> {
 ///
 /// Build one with [`params!`](crate::params!), from a slice or `Vec` of pairs, from a map, or
 /// (with the `serde` feature) from any serializable struct with [`NamedParams::from_serialize`].
-/// A name may be written with or without its leading `:`.
+/// A name may be written with or without its leading `:`; a literal name costs no allocation.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct NamedParams(Vec<(String, Value)>);
+pub struct NamedParams(Vec<(Cow<'static, str>, Value)>);
 
 impl NamedParams {
     /// No parameters.
@@ -243,11 +244,13 @@ impl NamedParams {
     }
 
     /// Adds or replaces one value.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) {
-        let name = name.into();
-        let name = match name.strip_prefix(':') {
-            Some(stripped) => stripped.to_owned(),
-            None => name,
+    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
+        let name = match name.into() {
+            Cow::Borrowed(n) => Cow::Borrowed(n.strip_prefix(':').unwrap_or(n)),
+            Cow::Owned(n) => match n.strip_prefix(':') {
+                Some(stripped) => Cow::Owned(stripped.to_owned()),
+                None => Cow::Owned(n),
+            },
         };
         let value = value.into();
         match self.0.iter_mut().find(|(n, _)| *n == name) {
@@ -258,7 +261,7 @@ impl NamedParams {
 
     /// Adds or replaces one value, builder style.
     #[must_use]
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn with(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
         self.insert(name, value);
         self
     }
@@ -280,7 +283,7 @@ impl NamedParams {
 
     /// The `(name, value)` pairs in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v))
     }
 
     /// Picks the value for each placeholder of a rewritten query, in order. Values whose name
@@ -288,22 +291,40 @@ impl NamedParams {
     pub fn bind(&self, names: &[String]) -> Result<Vec<Value>> {
         names
             .iter()
-            .map(|name| {
-                self.get(name).cloned().ok_or_else(|| {
-                    let mut given: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
-                    given.sort_unstable();
-                    let given = if given.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        given.join(", ")
-                    };
-                    Error::new(
-                        ErrorKind::MissingParameter,
-                        format!("no value for query parameter ':{name}' (values given: {given})"),
-                    )
-                })
-            })
+            .map(|name| self.get(name).cloned().ok_or_else(|| self.missing(name)))
             .collect()
+    }
+
+    /// Like [`NamedParams::bind`], moving the values out instead of copying them (a name used
+    /// twice is copied once).
+    pub fn into_bound(mut self, names: &[String]) -> Result<Vec<Value>> {
+        let mut out: Vec<Value> = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let value = match names[..i].iter().position(|n| n == name) {
+                // A name used before: its value has moved into `out` already.
+                Some(first) => out[first].clone(),
+                None => match self.0.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, v)) => std::mem::take(v),
+                    None => return Err(self.missing(name)),
+                },
+            };
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        let mut given: Vec<&str> = self.0.iter().map(|(n, _)| n.as_ref()).collect();
+        given.sort_unstable();
+        let given = if given.is_empty() {
+            "none".to_owned()
+        } else {
+            given.join(", ")
+        };
+        Error::new(
+            ErrorKind::MissingParameter,
+            format!("no value for query parameter ':{name}' (values given: {given})"),
+        )
     }
 
     /// Builds parameters from a serializable struct or map: each field becomes one parameter.
@@ -376,7 +397,7 @@ impl IntoParams for () {
     }
 }
 
-fn collect<K: Into<String>, V: Into<Value>>(
+fn collect<K: Into<Cow<'static, str>>, V: Into<Value>>(
     pairs: impl IntoIterator<Item = (K, V)>,
 ) -> NamedParams {
     let mut p = NamedParams::new();
@@ -386,31 +407,31 @@ fn collect<K: Into<String>, V: Into<Value>>(
     p
 }
 
-impl<K: Into<String>, V: Into<Value>> IntoParams for Vec<(K, V)> {
+impl<K: Into<Cow<'static, str>>, V: Into<Value>> IntoParams for Vec<(K, V)> {
     fn into_params(self) -> Result<NamedParams> {
         Ok(collect(self))
     }
 }
 
-impl<K: Into<String>, V: Into<Value>, const N: usize> IntoParams for [(K, V); N] {
+impl<K: Into<Cow<'static, str>>, V: Into<Value>, const N: usize> IntoParams for [(K, V); N] {
     fn into_params(self) -> Result<NamedParams> {
         Ok(collect(self))
     }
 }
 
-impl<K: Into<String> + Clone, V: Into<Value> + Clone> IntoParams for &[(K, V)] {
+impl<K: Into<Cow<'static, str>> + Clone, V: Into<Value> + Clone> IntoParams for &[(K, V)] {
     fn into_params(self) -> Result<NamedParams> {
         Ok(collect(self.iter().cloned()))
     }
 }
 
-impl<K: Into<String>, V: Into<Value>, S> IntoParams for HashMap<K, V, S> {
+impl<K: Into<Cow<'static, str>>, V: Into<Value>, S> IntoParams for HashMap<K, V, S> {
     fn into_params(self) -> Result<NamedParams> {
         Ok(collect(self))
     }
 }
 
-impl<K: Into<String>, V: Into<Value>> IntoParams for BTreeMap<K, V> {
+impl<K: Into<Cow<'static, str>>, V: Into<Value>> IntoParams for BTreeMap<K, V> {
     fn into_params(self) -> Result<NamedParams> {
         Ok(collect(self))
     }
@@ -587,6 +608,23 @@ mod tests {
             e.to_string(),
             "no value for query parameter ':missing' (values given: a, b, unused)"
         );
+    }
+
+    #[test]
+    fn into_bound_moves_values_and_copies_repeats() {
+        let p = crate::params! { "a" => "text", "b" => Value::Null, "unused" => 1 };
+        assert_eq!(
+            p.clone().into_bound(&names(&["a", "b", "a", "b"])).unwrap(),
+            vec![
+                Value::Text("text".into()),
+                Value::Null,
+                Value::Text("text".into()),
+                Value::Null
+            ]
+        );
+        let e = p.into_bound(&names(&["a", "zz"])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingParameter);
+        assert!(e.to_string().contains(":zz"), "{e}");
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
         .connection_timeout(config.acquire_timeout)
         .test_on_check_out(false)
         .retry_connection(false)
-        .max_lifetime(config.pool_recycle);
+        .max_lifetime(config.pool_recycle)
+        // The most recently used connection first: it is warm, and idle ones can expire.
+        .queue_strategy(bb8::QueueStrategy::Lifo);
     if in_memory {
         // Closing the one connection would drop the database.
         builder = builder.idle_timeout(None).max_lifetime(None);

@@ -1,9 +1,10 @@
 //! MySQL and MariaDB through mysql_async, on its binary (prepared statement) protocol.
 //!
 //! Connections are plain `mysql_async::Conn`s in our pool (no reset round trip when one is
-//! returned); statements are cached per connection. `execute_many` sends an
-//! `INSERT ... VALUES (...)` as multi-row inserts of up to 1,000 rows each, inside one
-//! transaction or savepoint; other statements run once per row in it.
+//! returned); statements are cached per connection. `execute_many` runs inside one
+//! transaction or savepoint: on MariaDB as one bulk execution of the prepared statement (one
+//! round trip); on MySQL an `INSERT ... VALUES (...)` becomes multi-row inserts of up to 1,000
+//! rows each, and other statements run once per row.
 //!
 //! Cancellation: as on PostgreSQL, an operation whose future is dropped poisons the
 //! connection (the pool discards it) and a `KILL QUERY` from a separate connection stops the
@@ -496,6 +497,14 @@ impl MyConnection {
 /// else one execution per row. Returns the rows affected.
 async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Result<u64> {
     let width = rows.first().map_or(0, Vec::len);
+    // MariaDB (10 and up; MySQL has no 10.x) executes a prepared statement for a whole batch of
+    // parameter rows in one round trip (COM_STMT_BULK_EXECUTE), which exec_batch uses.
+    if conn.server_version().0 >= 10 && width > 0 {
+        conn.exec_batch(sql, rows.into_iter().map(Params::Positional))
+            .await
+            .map_err(map_error)?;
+        return Ok(conn.affected_rows());
+    }
     let Some((head, tuple)) = split_values_clause(sql).filter(|_| width > 0) else {
         let mut total = 0;
         for (i, row) in rows.into_iter().enumerate() {

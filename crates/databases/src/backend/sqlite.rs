@@ -368,9 +368,11 @@ impl SqliteConnection {
             conn.execute_batch("SAVEPOINT databases_execute_many")
                 .map_err(map_error)?;
             let run = || -> Result<u64> {
+                let mut stmt = conn.prepare_cached(&sql).map_err(map_error)?;
                 let mut total = 0;
                 for values in &rows {
-                    total += run_statement(conn, &sql, values)?.rows_affected;
+                    bind(&mut stmt, values)?;
+                    total += step_to_end(conn, &mut stmt)?.rows_affected;
                 }
                 Ok(total)
             };
@@ -406,10 +408,7 @@ impl SqliteConnection {
             let mut rows = stmt.raw_query();
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(map_error)? {
-                out.push(Record::new(
-                    columns.clone(),
-                    read_row(row, width, &columns)?,
-                ));
+                out.push(Record::new(columns.clone(), read_row(row, width)?));
                 if limit.is_some_and(|l| out.len() >= l) {
                     break;
                 }
@@ -439,10 +438,7 @@ impl SqliteConnection {
                     let mut rows = stmt.raw_query();
                     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
                     while let Some(row) = rows.next().map_err(map_error)? {
-                        chunk.push(Record::new(
-                            columns.clone(),
-                            read_row(row, width, &columns)?,
-                        ));
+                        chunk.push(Record::new(columns.clone(), read_row(row, width)?));
                         if chunk.len() == CHUNK_ROWS {
                             let full =
                                 std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
@@ -581,6 +577,11 @@ fn prepare<'c>(
     values: &[SqlValue],
 ) -> Result<rusqlite::CachedStatement<'c>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+    bind(&mut stmt, values)?;
+    Ok(stmt)
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, values: &[SqlValue]) -> Result<()> {
     let expected = stmt.parameter_count();
     if expected != values.len() {
         return Err(Error::new(
@@ -595,7 +596,7 @@ fn prepare<'c>(
     for (i, v) in values.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, v).map_err(map_error)?;
     }
-    Ok(stmt)
+    Ok(())
 }
 
 fn columns_of(stmt: &rusqlite::Statement<'_>) -> Arc<Columns> {
@@ -611,14 +612,23 @@ fn run_statement(
     values: &[SqlValue],
 ) -> Result<ExecuteResult> {
     let mut stmt = prepare(conn, sql, values)?;
+    step_to_end(conn, &mut stmt)
+}
+
+/// Steps a bound statement to its end; the first column of its first row (for `RETURNING`)
+/// is kept.
+fn step_to_end(
+    conn: &rusqlite::Connection,
+    stmt: &mut rusqlite::Statement<'_>,
+) -> Result<ExecuteResult> {
     let readonly = stmt.readonly();
-    let columns = columns_of(&stmt);
+    let has_columns = stmt.column_count() > 0;
     let mut rows = stmt.raw_query();
     let mut returned = Value::Null;
     let mut first = true;
     while let Some(row) = rows.next().map_err(map_error)? {
-        if first && !columns.is_empty() {
-            returned = read_value(row, 0, &columns)?;
+        if first && has_columns {
+            returned = read_value(row, 0)?;
         }
         first = false;
     }
@@ -630,11 +640,11 @@ fn run_statement(
     })
 }
 
-fn read_row(row: &rusqlite::Row<'_>, width: usize, columns: &Columns) -> Result<Vec<Value>> {
-    (0..width).map(|i| read_value(row, i, columns)).collect()
+fn read_row(row: &rusqlite::Row<'_>, width: usize) -> Result<Vec<Value>> {
+    (0..width).map(|i| read_value(row, i)).collect()
 }
 
-fn read_value(row: &rusqlite::Row<'_>, i: usize, columns: &Columns) -> Result<Value> {
+fn read_value(row: &rusqlite::Row<'_>, i: usize) -> Result<Value> {
     Ok(match row.get_ref(i).map_err(map_error)? {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(v) => Value::Int(v),
@@ -644,7 +654,7 @@ fn read_value(row: &rusqlite::Row<'_>, i: usize, columns: &Columns) -> Result<Va
             Err(e) => {
                 return Err(Error::decode(format!(
                     "column '{}' holds text that is not valid UTF-8 ({e}); read it as bytes with CAST(... AS BLOB)",
-                    columns.names()[i]
+                    row.as_ref().column_name(i).unwrap_or("?")
                 )));
             }
         },
@@ -692,11 +702,15 @@ fn to_sqlite(v: Value) -> std::result::Result<SqlValue, String> {
         Value::Decimal(d) => SqlValue::Text(d.to_string()),
         Value::Text(s) => SqlValue::Text(s),
         Value::Bytes(b) => SqlValue::Blob(b),
-        Value::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
-        Value::Time(t) => SqlValue::Text(t.format("%H:%M:%S%.f").to_string()),
-        Value::TimeTz(t, offset) => SqlValue::Text(format!("{}{offset}", t.format("%H:%M:%S%.f"))),
-        Value::DateTime(dt) => SqlValue::Text(dt.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
-        Value::DateTimeTz(dt) => SqlValue::Text(dt.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string()),
+        // Display gives the same text as the strftime patterns "%Y-%m-%d", "%H:%M:%S%.f" and
+        // "%Y-%m-%d %H:%M:%S%.f", without parsing a pattern for every value.
+        Value::Date(d) => SqlValue::Text(d.to_string()),
+        Value::Time(t) => SqlValue::Text(t.to_string()),
+        Value::TimeTz(t, offset) => SqlValue::Text(format!("{t}{offset}")),
+        Value::DateTime(dt) => SqlValue::Text(dt.to_string()),
+        Value::DateTimeTz(dt) => {
+            SqlValue::Text(format!("{} {}{}", dt.date_naive(), dt.time(), dt.offset()))
+        }
         Value::Uuid(u) => SqlValue::Text(u.hyphenated().to_string()),
         Value::Json(j) => SqlValue::Text(j.to_string()),
         Value::Array(_) => {

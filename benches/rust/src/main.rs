@@ -1,0 +1,709 @@
+//! Benchmarks `databases` against the driver underneath it (tokio-postgres, mysql_async,
+//! rusqlite) and sqlx, in one process, on the same server and data.
+//!
+//! ```text
+//! BENCH_DATABASE_URLS="$(scripts/services)" cargo run --release -p databases-bench
+//! ```
+//!
+//! Takes its URLs from `BENCH_DATABASE_URLS`, else `TEST_DATABASE_URLS`; SQLite always runs
+//! (on a file in a temporary directory). Each figure is the best of three rounds; the ratio
+//! is our time over the raw driver's (1.00 = as fast, below 1 = faster).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use databases::{Backend, Database, DatabaseOptions, DatabaseUrl, NamedParams, Value, params};
+use tokio_postgres::types::ToSql;
+
+const KEYS: i64 = 10_000;
+const POOL: u32 = 10;
+const TASKS: usize = 32;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T = ()> = Result<T, BoxError>;
+
+/// One workload's figures for each implementation.
+struct Row {
+    workload: &'static str,
+    unit: &'static str,
+    ours: f64,
+    raw: f64,
+    sqlx: Option<f64>,
+}
+
+/// Runs `f` three times and returns the best wall time.
+async fn best<F, Fut>(mut f: F) -> Res<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Res>,
+{
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        f().await?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+fn per_second(count: usize, took: Duration) -> f64 {
+    #[allow(clippy::cast_precision_loss, reason = "counts are small")]
+    let count = count as f64;
+    count / took.as_secs_f64()
+}
+
+/// The workloads, sized per backend (SQLite is in process and much faster per call).
+#[derive(Clone, Copy)]
+struct Sizes {
+    sequential: usize,
+    fetch_rounds: usize,
+    many_rows: usize,
+    transactions: usize,
+    concurrent_each: usize,
+}
+
+fn sizes(backend: Backend) -> Sizes {
+    match backend {
+        Backend::Sqlite => Sizes {
+            sequential: 20_000,
+            fetch_rounds: 20,
+            many_rows: 5_000,
+            transactions: 1_000,
+            concurrent_each: 500,
+        },
+        _ => Sizes {
+            sequential: 2_000,
+            fetch_rounds: 10,
+            many_rows: 5_000,
+            transactions: 1_000,
+            concurrent_each: 100,
+        },
+    }
+}
+
+fn key(i: usize) -> i64 {
+    #[allow(clippy::cast_possible_wrap, reason = "i is small")]
+    let i = i as i64;
+    i * 7919 % KEYS + 1
+}
+
+async fn prepare_data(db: &Database) -> Res {
+    let backend = db.backend();
+    db.execute("DROP TABLE IF EXISTS bench_read", ()).await?;
+    db.execute("DROP TABLE IF EXISTS bench_write", ()).await?;
+    let (bool_type, ts_type, id_auto) = match backend {
+        Backend::Postgres => ("BOOLEAN", "TIMESTAMP", "SERIAL PRIMARY KEY"),
+        Backend::Mysql => ("BOOLEAN", "DATETIME", "INTEGER PRIMARY KEY AUTO_INCREMENT"),
+        _ => ("BOOLEAN", "TIMESTAMP", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    };
+    db.execute(
+        &format!(
+            "CREATE TABLE bench_read (id INTEGER PRIMARY KEY, name VARCHAR(50), score DOUBLE PRECISION, \
+             active {bool_type}, created {ts_type})"
+        ),
+        (),
+    )
+    .await?;
+    db.execute(
+        &format!(
+            "CREATE TABLE bench_write (id {id_auto}, name VARCHAR(50), score DOUBLE PRECISION)"
+        ),
+        (),
+    )
+    .await?;
+    let base = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    db.execute_many(
+        "INSERT INTO bench_read (id, name, score, active, created) VALUES (:id, :name, :score, :active, :created)",
+        (1..=KEYS).map(|i| {
+            #[allow(clippy::cast_precision_loss, reason = "small ids")]
+            let score = i as f64 * 0.5;
+            params! {
+                "id" => i, "name" => format!("name {i}"), "score" => score,
+                "active" => i % 2 == 0, "created" => base + chrono::Duration::seconds(i),
+            }
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------- ours ----------
+
+async fn ours(db: &Database, s: Sizes) -> Res<[Duration; 5]> {
+    let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = :id";
+    let all = "SELECT id, name, score, active, created FROM bench_read";
+    let sequential = best(|| async {
+        for i in 0..s.sequential {
+            let row = db
+                .fetch_one(one, params! { "id" => key(i) })
+                .await?
+                .ok_or("no row")?;
+            let _: i64 = row.get(0)?;
+        }
+        Ok(())
+    })
+    .await?;
+    let fetch = best(|| async {
+        for _ in 0..s.fetch_rounds {
+            let rows = db.fetch_all(all, ()).await?;
+            let mut sum = 0.0;
+            for row in &rows {
+                sum += row.get::<f64>(2)?;
+            }
+            assert!(rows.len() == usize::try_from(KEYS)? && sum > 0.0);
+        }
+        Ok(())
+    })
+    .await?;
+    let many = best(|| async {
+        db.execute("DELETE FROM bench_write", ()).await?;
+        #[allow(clippy::cast_precision_loss, reason = "small")]
+        let rows: Vec<NamedParams> = (0..s.many_rows)
+            .map(|i| params! { "name" => format!("n{i}"), "score" => i as f64 })
+            .collect();
+        db.execute_many(
+            "INSERT INTO bench_write (name, score) VALUES (:name, :score)",
+            rows,
+        )
+        .await?;
+        Ok(())
+    })
+    .await?;
+    let transactions = best(|| async {
+        for i in 0..s.transactions {
+            let mut tx = db.transaction().await?;
+            tx.execute(
+                "INSERT INTO bench_write (name, score) VALUES (:name, :score)",
+                params! { "name" => "tx", "score" => Value::Float(f64::from(u32::try_from(i)?)) },
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let concurrent = best(|| async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for i in 0..s.concurrent_each {
+                        let row = db
+                            .fetch_one(one, params! { "id" => key(t * 1000 + i) })
+                            .await?
+                            .ok_or("no row")?;
+                        let _: i64 = row.get(0)?;
+                    }
+                    Ok::<_, BoxError>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok([sequential, fetch, many, transactions, concurrent])
+}
+
+// ---------- tokio-postgres ----------
+
+async fn raw_postgres(url: &DatabaseUrl, s: Sizes) -> Res<[Duration; 5]> {
+    let connect = || async {
+        let (client, conn) =
+            tokio_postgres::connect(&pg_conninfo(url), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok::<_, BoxError>(client)
+    };
+    let mut client = connect().await?;
+    let one = client
+        .prepare("SELECT id, name, score, active, created FROM bench_read WHERE id = $1")
+        .await?;
+    let all = client
+        .prepare("SELECT id, name, score, active, created FROM bench_read")
+        .await?;
+    let insert = client
+        .prepare("INSERT INTO bench_write (name, score) VALUES ($1, $2)")
+        .await?;
+    let read = |row: &tokio_postgres::Row| {
+        let _: (i32, String, f64, bool, NaiveDateTime) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    };
+    let c = &client;
+    let sequential = best(|| async {
+        for i in 0..s.sequential {
+            let id = i32::try_from(key(i))?;
+            read(&c.query_one(&one, &[&id]).await?);
+        }
+        Ok(())
+    })
+    .await?;
+    let fetch = best(|| async {
+        for _ in 0..s.fetch_rounds {
+            let rows = c.query(&all, &[]).await?;
+            rows.iter().for_each(read);
+        }
+        Ok(())
+    })
+    .await?;
+    let many = best(|| async {
+        c.batch_execute("DELETE FROM bench_write").await?;
+        c.batch_execute("BEGIN").await?;
+        let names: Vec<String> = (0..s.many_rows).map(|i| format!("n{i}")).collect();
+        #[allow(clippy::cast_precision_loss, reason = "small")]
+        let scores: Vec<f64> = (0..s.many_rows).map(|i| i as f64).collect();
+        // Pipelined: every INSERT is sent before the first answer is awaited.
+        futures_util::future::try_join_all(names.iter().zip(&scores).map(|(n, sc)| {
+            c.execute_raw(
+                &insert,
+                [n as &(dyn ToSql + Sync), sc as &(dyn ToSql + Sync)],
+            )
+        }))
+        .await?;
+        c.batch_execute("COMMIT").await?;
+        Ok(())
+    })
+    .await?;
+    let mut transactions = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        for i in 0..s.transactions {
+            let tx = client.transaction().await?;
+            tx.execute(&insert, &[&"tx", &f64::from(u32::try_from(i)?)])
+                .await?;
+            tx.commit().await?;
+        }
+        transactions = transactions.min(start.elapsed());
+    }
+    // Ten clients shared by the tasks, as a pool of ten would be.
+    let mut clients = Vec::new();
+    for _ in 0..POOL {
+        let c = connect().await?;
+        let stmt = c
+            .prepare("SELECT id, name, score, active, created FROM bench_read WHERE id = $1")
+            .await?;
+        clients.push(Arc::new((c, stmt)));
+    }
+    let concurrent = best(|| async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let pair = clients[t % clients.len()].clone();
+                tokio::spawn(async move {
+                    for i in 0..s.concurrent_each {
+                        let id = i32::try_from(key(t * 1000 + i))?;
+                        let row = pair.0.query_one(&pair.1, &[&id]).await?;
+                        let _: i32 = row.get(0);
+                    }
+                    Ok::<_, BoxError>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok([sequential, fetch, many, transactions, concurrent])
+}
+
+fn pg_conninfo(url: &DatabaseUrl) -> String {
+    let mut s = format!(
+        "host={} port={} dbname={} user={}",
+        url.hostname().unwrap_or("localhost"),
+        url.port().unwrap_or(5432),
+        url.database(),
+        url.username().as_deref().unwrap_or("postgres")
+    );
+    if let Some(p) = url.password() {
+        s.push_str(&format!(" password={p}"));
+    }
+    s
+}
+
+// ---------- mysql_async ----------
+
+fn my_opts(url: &DatabaseUrl) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(url.hostname().unwrap_or("localhost"))
+        .tcp_port(url.port().unwrap_or(3306))
+        .user(url.username().map(|u| u.into_owned()))
+        .pass(url.password().map(|p| p.into_owned()))
+        .db_name(Some(url.database().into_owned()))
+        .prefer_socket(false)
+        .into()
+}
+
+async fn raw_mysql(url: &DatabaseUrl, s: Sizes) -> Res<[Duration; 5]> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::new(my_opts(url)).await?;
+    let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = ?";
+    let all = "SELECT id, name, score, active, created FROM bench_read";
+    let insert = "INSERT INTO bench_write (name, score) VALUES (?, ?)";
+    let c = &mut conn;
+    let mut sequential = Duration::MAX;
+    let mut fetch = Duration::MAX;
+    let mut many = Duration::MAX;
+    let mut transactions = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        for i in 0..s.sequential {
+            let row: mysql_async::Row = c.exec_first(one, (key(i),)).await?.ok_or("no row")?;
+            let _ = row.unwrap();
+        }
+        sequential = sequential.min(start.elapsed());
+
+        let start = Instant::now();
+        for _ in 0..s.fetch_rounds {
+            let rows: Vec<mysql_async::Row> = c.exec(all, ()).await?;
+            rows.into_iter().for_each(|r| drop(r.unwrap()));
+        }
+        fetch = fetch.min(start.elapsed());
+
+        c.query_drop("DELETE FROM bench_write").await?;
+        let start = Instant::now();
+        c.query_drop("START TRANSACTION").await?;
+        #[allow(clippy::cast_precision_loss, reason = "small")]
+        c.exec_batch(
+            insert,
+            (0..s.many_rows).map(|i| (format!("n{i}"), i as f64)),
+        )
+        .await?;
+        c.query_drop("COMMIT").await?;
+        many = many.min(start.elapsed());
+
+        let start = Instant::now();
+        for i in 0..s.transactions {
+            let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await?;
+            tx.exec_drop(insert, ("tx", f64::from(u32::try_from(i)?)))
+                .await?;
+            tx.commit().await?;
+        }
+        transactions = transactions.min(start.elapsed());
+    }
+    // The driver's own pool, ten connections.
+    let pool = mysql_async::Pool::new(
+        mysql_async::OptsBuilder::from_opts(my_opts(url)).pool_opts(
+            mysql_async::PoolOpts::default()
+                .with_constraints(mysql_async::PoolConstraints::new(1, 10).unwrap()),
+        ),
+    );
+    let concurrent = best(|| async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for i in 0..s.concurrent_each {
+                        let mut conn = pool.get_conn().await?;
+                        let row: mysql_async::Row = conn
+                            .exec_first(one, (key(t * 1000 + i),))
+                            .await?
+                            .ok_or("no row")?;
+                        let _ = row.unwrap();
+                    }
+                    Ok::<_, BoxError>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    })
+    .await?;
+    pool.disconnect().await?;
+    Ok([sequential, fetch, many, transactions, concurrent])
+}
+
+// ---------- rusqlite ----------
+
+async fn raw_sqlite(path: &str, s: Sizes) -> Res<[Duration; 5]> {
+    let open = || -> Res<rusqlite::Connection> {
+        let c = rusqlite::Connection::open(path)?;
+        c.busy_timeout(Duration::from_secs(5))?;
+        c.query_row("PRAGMA journal_mode = wal", [], |_| Ok(()))?;
+        Ok(c)
+    };
+    // Called the way async code must: on the blocking pool, never on a runtime worker.
+    let conn = Arc::new(Mutex::new(open()?));
+    let run = |f: Box<dyn FnOnce(&mut rusqlite::Connection) -> Res + Send>| {
+        let conn = conn.clone();
+        async move { tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap())).await? }
+    };
+    let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = ?1";
+    let read = |r: &rusqlite::Row| -> rusqlite::Result<()> {
+        let _: (i64, String, f64, bool, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        Ok(())
+    };
+    let sequential = best(|| async {
+        for i in 0..s.sequential {
+            run(Box::new(move |c| {
+                Ok(c.prepare_cached(one)?.query_row([key(i)], read)?)
+            }))
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let fetch = best(|| async {
+        for _ in 0..s.fetch_rounds {
+            run(Box::new(move |c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT id, name, score, active, created FROM bench_read")?;
+                // Collected, as fetch_all does.
+                let rows: Vec<(i64, String, f64, bool, String)> = stmt
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                assert_eq!(rows.len(), 10_000);
+                Ok(())
+            }))
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let many = best(|| async {
+        run(Box::new(move |c| {
+            c.execute("DELETE FROM bench_write", [])?;
+            let tx = c.transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("INSERT INTO bench_write (name, score) VALUES (?1, ?2)")?;
+                for i in 0..s.many_rows {
+                    #[allow(clippy::cast_precision_loss, reason = "small")]
+                    stmt.execute(rusqlite::params![format!("n{i}"), i as f64])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        }))
+        .await
+    })
+    .await?;
+    let transactions = best(|| async {
+        for i in 0..s.transactions {
+            run(Box::new(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.prepare_cached("INSERT INTO bench_write (name, score) VALUES (?1, ?2)")?
+                    .execute(rusqlite::params!["tx", f64::from(u32::try_from(i)?)])?;
+                tx.commit()?;
+                Ok(())
+            }))
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let pool: Vec<_> = (0..POOL)
+        .map(|_| open().map(|c| Arc::new(Mutex::new(c))))
+        .collect::<Res<_>>()?;
+    let concurrent = best(|| async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let conn = pool[t % pool.len()].clone();
+                tokio::spawn(async move {
+                    for i in 0..s.concurrent_each {
+                        let conn = conn.clone();
+                        tokio::task::spawn_blocking(move || -> Res {
+                            Ok(conn
+                                .lock()
+                                .unwrap()
+                                .prepare_cached(one)?
+                                .query_row([key(t * 1000 + i)], read)?)
+                        })
+                        .await??;
+                    }
+                    Ok::<_, BoxError>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok([sequential, fetch, many, transactions, concurrent])
+}
+
+// ---------- sqlx (a child process: see benches/sqlx) ----------
+
+/// Builds and runs `benches/sqlx` on `url` with the same sizes; it prints five durations.
+fn run_sqlx(url: &DatabaseUrl, s: Sizes) -> Res<Option<[Duration; 5]>> {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../sqlx/Cargo.toml");
+    let output =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--manifest-path",
+                manifest,
+                "--",
+            ])
+            .arg(url.as_str())
+            .args(
+                [
+                    s.sequential,
+                    s.fetch_rounds,
+                    s.many_rows,
+                    s.transactions,
+                    s.concurrent_each,
+                    TASKS,
+                    POOL as usize,
+                ]
+                .map(|n| n.to_string()),
+            )
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+    if !output.status.success() {
+        eprintln!("sqlx run failed for {url}; its column is left out");
+        return Ok(None);
+    }
+    let text = String::from_utf8(output.stdout)?;
+    let secs: Vec<f64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let secs: [f64; 5] = secs
+        .try_into()
+        .map_err(|_| "sqlx run printed the wrong number of figures")?;
+    Ok(Some(secs.map(Duration::from_secs_f64)))
+}
+
+fn report(label: &str, rows: &[Row]) {
+    println!("\n## {label}\n");
+    println!("| workload | unit | databases | raw driver | time vs raw | sqlx | time vs sqlx |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (sqlx, vs_sqlx) = match r.sqlx {
+            Some(x) => (format!("{x:.0}"), format!("{:.2}", x / r.ours)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {sqlx} | {vs_sqlx} |",
+            r.workload,
+            r.unit,
+            r.ours,
+            r.raw,
+            r.raw / r.ours
+        );
+    }
+}
+
+fn rows_from(
+    s: Sizes,
+    ours: [Duration; 5],
+    raw: [Duration; 5],
+    sqlx: Option<[Duration; 5]>,
+) -> Vec<Row> {
+    let counts = [
+        ("fetch_one by key, sequential", "rows/s", s.sequential),
+        (
+            "fetch_all 10,000 rows x 5 columns",
+            "rows/s",
+            s.fetch_rounds * 10_000,
+        ),
+        ("execute_many 5,000 rows", "rows/s", s.many_rows),
+        ("single-insert transactions", "tx/s", s.transactions),
+        (
+            "32 tasks fetch_one by key, pool 10",
+            "rows/s",
+            TASKS * s.concurrent_each,
+        ),
+    ];
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, (workload, unit, n))| Row {
+            workload,
+            unit,
+            ours: per_second(*n, ours[i]),
+            raw: per_second(*n, raw[i]),
+            sqlx: sqlx.map(|x| per_second(*n, x[i])),
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Res {
+    let list = std::env::var("BENCH_DATABASE_URLS")
+        .or_else(|_| std::env::var("TEST_DATABASE_URLS"))
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("databases-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sqlite_path = dir.join("bench.db");
+    let mut urls = vec![DatabaseUrl::parse(&format!(
+        "sqlite:///{}",
+        sqlite_path.display()
+    ))?];
+    for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut url = DatabaseUrl::parse(raw)?;
+        // The raw driver and sqlx run without TLS here: compare on the same transport.
+        if url.backend() == Backend::Postgres
+            && url.option("ssl").is_none()
+            && url.option("sslmode").is_none()
+        {
+            let mut options = url.options().to_vec();
+            options.push(("sslmode".to_owned(), "disable".to_owned()));
+            url = url.with_options(options)?;
+        }
+        if url.backend() != Backend::Sqlite {
+            urls.push(url);
+        }
+    }
+    println!("# databases benchmark");
+    println!("Figures: best of 3 rounds, per second (higher is better).");
+    println!("Ratios: our time / their time (1.00 = as fast, below 1.00 = we are faster).");
+    for url in urls {
+        let backend = url.backend();
+        let s = sizes(backend);
+        let db =
+            Database::with_options(&url, DatabaseOptions::new().min_size(POOL).max_size(POOL))?;
+        db.connect().await?;
+        prepare_data(&db).await?;
+        // Ours and the raw driver take turns, twice, so that drift on a busy machine (the
+        // servers share it) does not favour either; each keeps its best figure.
+        let mut ours_best = [Duration::MAX; 5];
+        let mut raw_best = [Duration::MAX; 5];
+        let mut raw_name = "";
+        for _ in 0..2 {
+            let o = ours(&db, s).await?;
+            let (r, name) = match backend {
+                Backend::Postgres => (raw_postgres(&url, s).await?, "tokio-postgres"),
+                Backend::Mysql => (raw_mysql(&url, s).await?, "mysql_async"),
+                _ => (
+                    raw_sqlite(&sqlite_path.to_string_lossy(), s).await?,
+                    "rusqlite on spawn_blocking",
+                ),
+            };
+            raw_name = name;
+            for i in 0..5 {
+                ours_best[i] = ours_best[i].min(o[i]);
+                raw_best[i] = raw_best[i].min(r[i]);
+            }
+        }
+        let (ours, raw) = (ours_best, raw_best);
+        let sqlx = match backend {
+            Backend::Postgres | Backend::Mysql => run_sqlx(&url, s)?,
+            _ => None,
+        };
+        db.execute("DROP TABLE IF EXISTS bench_read", ()).await?;
+        db.execute("DROP TABLE IF EXISTS bench_write", ()).await?;
+        db.disconnect().await?;
+        report(
+            &format!("{backend} (raw driver: {raw_name})"),
+            &rows_from(s, ours, raw, sqlx),
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
