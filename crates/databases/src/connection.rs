@@ -9,7 +9,7 @@ use crate::params::{IntoParams, rewrite};
 use crate::pool::Handle;
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
-use crate::transaction::{Transaction, TxConn};
+use crate::transaction::{Transaction, TransactionOptions, TxConn};
 use crate::url::Backend;
 use crate::value::{FromValue, Value};
 
@@ -197,7 +197,16 @@ impl Connection {
     /// Starts a transaction: `BEGIN`, or a savepoint when one is already open on this
     /// connection. It rolls back unless committed.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        Transaction::begin(TxConn::Borrowed(self)).await
+        Transaction::begin(TxConn::Borrowed(self), TransactionOptions::default()).await
+    }
+
+    /// Starts an outermost transaction with an isolation level or read-only mode; see
+    /// [`TransactionOptions`] for what each database has.
+    pub async fn transaction_with_options(
+        &mut self,
+        options: TransactionOptions,
+    ) -> Result<Transaction<'_>> {
+        Transaction::begin(TxConn::Borrowed(self), options).await
     }
 
     /// Runs `f` in a transaction that commits when `f` returns `Ok` and rolls back when it
@@ -218,7 +227,7 @@ impl Connection {
         F: for<'t> FnOnce(&'t mut Transaction<'c>) -> BoxFuture<'t, Result<T, E>>,
         E: From<Error>,
     {
-        let tx = Transaction::begin(TxConn::Borrowed(self)).await?;
+        let tx = Transaction::begin(TxConn::Borrowed(self), TransactionOptions::default()).await?;
         tx.run(f).await
     }
 }

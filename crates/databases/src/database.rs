@@ -12,7 +12,7 @@ use crate::params::IntoParams;
 use crate::pool::{self, Handle, Pool, Pooled};
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
-use crate::transaction::{Transaction, TxConn};
+use crate::transaction::{Transaction, TransactionOptions, TxConn};
 use crate::url::{Backend, DatabaseUrl};
 use crate::value::{FromValue, Value};
 
@@ -169,8 +169,9 @@ impl Database {
         let pool = pool::build(config.clone()).await?;
         let global = if config.force_rollback {
             let mut conn = pool::acquire(&pool, config).await?;
-            let begin = conn.raw.begin_sql().to_owned();
-            conn.raw.control(begin).await?;
+            for sql in conn.raw.begin_statements(&TransactionOptions::default())? {
+                conn.raw.control(sql).await?;
+            }
             conn.depth = 1;
             Some(Arc::new(tokio::sync::Mutex::new(conn)))
         } else {
@@ -337,8 +338,18 @@ impl Database {
 
     /// Starts a transaction on a connection of its own. It rolls back unless committed.
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
+        self.transaction_with_options(TransactionOptions::default())
+            .await
+    }
+
+    /// Starts a transaction with an isolation level or read-only mode; see
+    /// [`TransactionOptions`] for what each database has.
+    pub async fn transaction_with_options(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<Transaction<'static>> {
         let conn = self.connection().await?;
-        Transaction::begin(TxConn::Owned(conn)).await
+        Transaction::begin(TxConn::Owned(conn), options).await
     }
 
     /// Runs `f` in a transaction that commits on `Ok` and rolls back on `Err`.

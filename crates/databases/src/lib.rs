@@ -26,9 +26,10 @@
 //!
 //! # What it does
 //!
-//! - One [`Database`] per URL: `sqlite:///app.db`, `sqlite://` (in memory), with pool options
-//!   in the query string (`?min_size=1&max_size=10&acquire_timeout=30`). See [`DatabaseUrl`]
-//!   and [`DatabaseOptions`].
+//! - One [`Database`] per URL: `postgresql://`, `mysql://`, `sqlite:///app.db`, `sqlite://`
+//!   (in memory), with pool options in the query string
+//!   (`?min_size=1&max_size=10&acquire_timeout=30`). See [`DatabaseUrl`] and
+//!   [`DatabaseOptions`].
 //! - Raw SQL with `:name` parameters on every database, rewritten to the database's own
 //!   placeholders; values are always bound, never put into the SQL text. See [`params!`] and
 //!   [`NamedParams`].
@@ -55,12 +56,42 @@
 //! Rows come back with SQLite's storage classes (integer, real, text, blob); ask for the type
 //! you stored with [`Record::get`]: `row.get::<chrono::NaiveDate>("day")` parses the text.
 //!
+//! # PostgreSQL
+//!
+//! `postgresql://user:password@host:5432/db` (also `postgres://` and any `+driver` suffix).
+//! Statements are prepared once per connection and cached; parameters take the type the
+//! server declares for them, so an integer bound to a `numeric` or `float8` placeholder
+//! works. URL options: `sslmode` (`disable`, `prefer` (the default, as libpq), `require`,
+//! `verify-ca`, `verify-full`), `ssl=true|false`, `sslrootcert`, `statement_cache=false`
+//! (for PgBouncer in transaction mode), `application_name`, `connect_timeout` and
+//! `command_timeout` (seconds), and `host=/run/postgresql` for a unix socket. `execute`
+//! returns the first column of the first row the statement returns (`RETURNING id`).
+//!
+//! Types decoded: bool, int2/4/8, oid, float4/8, numeric ([`Value::Decimal`], or its exact text
+//! beyond 28 digits), text, varchar, char, name, citext, enums (text), bytea, date, time,
+//! timetz, timestamp, timestamptz, interval, uuid, json, jsonb, domains, and arrays of these
+//! (nested for more dimensions). Any other type is an error naming the column and the type.
+//!
+//! # MySQL and MariaDB
+//!
+//! `mysql://user:password@host:3306/db` (any `+driver` suffix). The binary protocol with a
+//! statement cache per connection. URL options: `ssl=true|false`, `sslmode`
+//! (`disable`, `require`, `verify-ca`, `verify-full`), `ssl_ca`, `unix_socket`, `charset`,
+//! `statement_cache`, `connect_timeout` and `command_timeout`. `execute` returns the last
+//! inserted id. `TIME` values beyond one day (or negative) come back as
+//! [`Value::Interval`]; zero dates as NULL; a [`Value::DateTimeTz`] parameter is sent as
+//! its UTC time. `execute_many` uses MariaDB's bulk execution (one round trip), and on MySQL
+//! turns `INSERT ... VALUES (...)` into multi-row inserts.
+//!
 //! # Cancellation
 //!
-//! Dropping a future mid-call never hands a connection in an unknown state to the next user:
-//! work that has not started is skipped, a statement running outside a transaction is
-//! interrupted, and a dropped [`Transaction`] queues its rollback before the connection can be
-//! reused.
+//! Dropping a future mid-call never hands a connection in an unknown state to the next user.
+//! On SQLite, work that has not started is skipped, a statement running outside a transaction
+//! is interrupted, and a dropped [`Transaction`] queues its rollback before the connection can
+//! be reused. On PostgreSQL and MySQL the server is told to stop the statement (a cancel
+//! request, `KILL QUERY`) and the connection is discarded; a dropped transaction's rollback
+//! runs before the connection's next statement, or the connection is closed (which ends the
+//! transaction on the server).
 //!
 //! # Features
 //!
@@ -68,8 +99,8 @@
 //! |---|---|---|
 //! | `sqlite` | yes | the SQLite backend (rusqlite with the bundled SQLite) |
 //! | `serde` | no | [`Record::deserialize`] into structs, [`NamedParams::from_serialize`] from structs |
-//! | `postgres` | no | reserved: the PostgreSQL backend is not implemented yet |
-//! | `mysql` | no | reserved: the MySQL/MariaDB backend is not implemented yet |
+//! | `postgres` | no | the PostgreSQL backend (tokio-postgres; TLS with rustls and ring) |
+//! | `mysql` | no | the MySQL / MariaDB backend (mysql_async; TLS with rustls and ring) |
 
 mod backend;
 mod config;
@@ -94,7 +125,7 @@ pub use error::{Error, ErrorKind, OptionalExtension, Result};
 pub use params::{Dialect, IntoParams, NamedParams, Rewritten, rewrite};
 pub use record::{ColumnIndex, Columns, Record};
 pub use stream::RowStream;
-pub use transaction::Transaction;
+pub use transaction::{IsolationLevel, Transaction, TransactionOptions};
 pub use url::{Backend, DatabaseUrl};
 pub use value::{FromValue, Value, ValueError};
 

@@ -7,6 +7,77 @@ use futures_util::future::BoxFuture;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
+/// How a transaction isolates itself from concurrent ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// May see other transactions' uncommitted changes (MySQL; PostgreSQL treats it as
+    /// read committed).
+    ReadUncommitted,
+    /// Each statement sees what was committed before it started.
+    ReadCommitted,
+    /// The whole transaction sees one snapshot.
+    RepeatableRead,
+    /// As if transactions ran one after another.
+    Serializable,
+}
+
+impl IsolationLevel {
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            Self::ReadUncommitted => "READ UNCOMMITTED",
+            Self::ReadCommitted => "READ COMMITTED",
+            Self::RepeatableRead => "REPEATABLE READ",
+            Self::Serializable => "SERIALIZABLE",
+        }
+    }
+}
+
+/// Options for an outermost transaction, on the databases that have them.
+///
+/// | option | PostgreSQL | MySQL / MariaDB | SQLite |
+/// |---|---|---|---|
+/// | isolation level | all four | all four | serializable only (what SQLite always is) |
+/// | read only | yes | yes | no (open the database with `?mode=ro`) |
+/// | deferrable | yes (with serializable, read only) | no | no |
+///
+/// Asking for something a database does not have is an error, not silently ignored; so is
+/// giving options to a nested transaction (a savepoint), which has none of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TransactionOptions {
+    pub(crate) isolation: Option<IsolationLevel>,
+    pub(crate) read_only: bool,
+    pub(crate) deferrable: bool,
+}
+
+impl TransactionOptions {
+    /// The database's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the isolation level.
+    #[must_use]
+    pub fn isolation(mut self, level: IsolationLevel) -> Self {
+        self.isolation = Some(level);
+        self
+    }
+
+    /// Makes the transaction read only: writes fail.
+    #[must_use]
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+
+    /// PostgreSQL's `DEFERRABLE` (for serializable, read-only transactions).
+    #[must_use]
+    pub fn deferrable(mut self, on: bool) -> Self {
+        self.deferrable = on;
+        self
+    }
+}
+
 /// The connection a transaction runs on: its own, or one borrowed from a [`Connection`] or an
 /// outer [`Transaction`].
 pub(crate) enum TxConn<'c> {
@@ -53,7 +124,7 @@ fn rollback_sql(level: u32) -> String {
 }
 
 impl<'c> Transaction<'c> {
-    pub(crate) async fn begin(conn: TxConn<'c>) -> Result<Self> {
+    pub(crate) async fn begin(conn: TxConn<'c>, options: TransactionOptions) -> Result<Self> {
         let mut tx = Self {
             conn,
             level: 0,
@@ -61,20 +132,27 @@ impl<'c> Transaction<'c> {
         };
         let c = tx.connection_mut();
         let level = c.handle.depth + 1;
-        let sql = if level == 1 {
-            c.handle.raw.begin_sql().to_owned()
+        let statements = if level == 1 {
+            c.handle.raw.begin_statements(&options)?
+        } else if options != TransactionOptions::default() {
+            return Err(Error::transaction(
+                "isolation level, read only and deferrable apply to the outermost transaction; \
+                 a nested one is a savepoint inside it",
+            ));
         } else {
-            format!("SAVEPOINT sp_{level}")
+            vec![format!("SAVEPOINT sp_{level}")]
         };
         // Count the transaction before sending BEGIN: if this future is dropped while BEGIN
         // runs, `Drop` queues the rollback behind it.
         c.handle.depth = level;
         tx.level = level;
         tx.done = false;
-        if let Err(e) = tx.connection_mut().control(sql).await {
-            tx.done = true;
-            tx.connection_mut().handle.depth = level - 1;
-            return Err(e);
+        for sql in statements {
+            if let Err(e) = tx.connection_mut().control(sql).await {
+                tx.done = true;
+                tx.connection_mut().handle.depth = level - 1;
+                return Err(e);
+            }
         }
         Ok(tx)
     }

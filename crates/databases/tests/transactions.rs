@@ -331,3 +331,87 @@ async fn force_rollback_disconnect_waits_for_a_held_connection_then_times_out() 
         assert!(!t.is_connected(), "{l}");
     }
 }
+
+#[tokio::test]
+async fn isolation_and_read_only_where_the_database_has_them() {
+    use databases::{Backend, IsolationLevel, TransactionOptions};
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_options", "x INTEGER").await;
+        let serializable = TransactionOptions::new().isolation(IsolationLevel::Serializable);
+        // Every database has serializable transactions.
+        let mut tx = t.transaction_with_options(serializable).await.unwrap();
+        tx.execute(&insert("tx_options"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        if t.backend() == Backend::Postgres {
+            let level: Option<String> = tx
+                .fetch_val("SHOW transaction_isolation", (), 0)
+                .await
+                .unwrap();
+            assert_eq!(level.as_deref(), Some("serializable"), "{l}");
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(t.count("tx_options").await, 1, "{l}");
+
+        let read_only = TransactionOptions::new().read_only(true);
+        let committed = TransactionOptions::new().isolation(IsolationLevel::ReadCommitted);
+        match t.backend() {
+            Backend::Sqlite => {
+                for options in [
+                    read_only,
+                    committed,
+                    TransactionOptions::new().deferrable(true),
+                ] {
+                    let e = t.transaction_with_options(options).await.unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Transaction, "{l}");
+                    assert!(e.to_string().starts_with("sqlite has no "), "{l}: {e}");
+                }
+            }
+            _ => {
+                let mut tx = t.transaction_with_options(read_only).await.unwrap();
+                assert_eq!(
+                    tx.fetch_val::<i64>("SELECT COUNT(*) FROM tx_options", (), 0)
+                        .await
+                        .unwrap(),
+                    Some(1),
+                    "{l}"
+                );
+                let e = tx
+                    .execute(&insert("tx_options"), params! { "x" => 2 })
+                    .await
+                    .unwrap_err();
+                assert!(e.kind().is_database(), "{l}: {e}");
+                drop(tx);
+                let mut tx = t.transaction_with_options(committed).await.unwrap();
+                tx.execute(&insert("tx_options"), params! { "x" => 3 })
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                assert_eq!(t.count("tx_options").await, 2, "{l}");
+            }
+        }
+        // A savepoint has no options of its own.
+        let mut outer = t.transaction().await.unwrap();
+        let e = outer
+            .transaction_with_options(serializable)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transaction, "{l}");
+        // The refusal left the outer transaction as it was.
+        assert_eq!(outer.depth(), 1, "{l}");
+        outer
+            .execute(&insert("tx_options"), params! { "x" => 9 })
+            .await
+            .unwrap();
+        let inner = outer.transaction().await.unwrap();
+        assert_eq!(inner.depth(), 2, "{l}");
+        inner.commit().await.unwrap();
+        outer.rollback().await.unwrap();
+        assert_eq!(
+            t.count("tx_options").await,
+            if t.backend() == Backend::Sqlite { 1 } else { 2 },
+            "{l}"
+        );
+    }
+}

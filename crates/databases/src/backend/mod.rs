@@ -12,6 +12,7 @@ pub(crate) mod sqlite;
 use crate::error::{Error, Result};
 use crate::params::Dialect;
 use crate::record::Record;
+use crate::transaction::{IsolationLevel, TransactionOptions};
 use crate::url::Backend;
 use crate::value::Value;
 use crate::{Config, ExecuteResult};
@@ -241,15 +242,69 @@ impl RawConnection {
         }
     }
 
-    /// The statement that starts an outermost transaction.
-    pub(crate) fn begin_sql(&self) -> &str {
+    /// The statements that start an outermost transaction with `options`; an error for an
+    /// option this database does not have.
+    pub(crate) fn begin_statements(&self, options: &TransactionOptions) -> Result<Vec<String>> {
+        let unsupported = |what: &str| {
+            Err(Error::transaction(format!(
+                "{} has no {what}",
+                self.backend()
+            )))
+        };
         match self {
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(c) => c.begin_sql(),
+            Self::Sqlite(c) => {
+                if options.read_only {
+                    return unsupported("read-only transactions; open the database with ?mode=ro");
+                }
+                if options.deferrable {
+                    return unsupported("deferrable transactions");
+                }
+                if options
+                    .isolation
+                    .is_some_and(|l| l != IsolationLevel::Serializable)
+                {
+                    return unsupported(
+                        "isolation levels: its transactions are always serializable",
+                    );
+                }
+                Ok(vec![c.begin_sql().to_owned()])
+            }
             #[cfg(feature = "postgres")]
-            Self::Postgres(_) => "BEGIN",
+            Self::Postgres(_) => {
+                let mut sql = "BEGIN".to_owned();
+                if let Some(level) = options.isolation {
+                    sql.push_str(" ISOLATION LEVEL ");
+                    sql.push_str(level.sql());
+                }
+                if options.read_only {
+                    sql.push_str(" READ ONLY");
+                }
+                if options.deferrable {
+                    sql.push_str(" DEFERRABLE");
+                }
+                Ok(vec![sql])
+            }
             #[cfg(feature = "mysql")]
-            Self::Mysql(_) => "START TRANSACTION",
+            Self::Mysql(_) => {
+                if options.deferrable {
+                    return unsupported("deferrable transactions");
+                }
+                let mut statements = Vec::new();
+                if let Some(level) = options.isolation {
+                    // Without GLOBAL or SESSION this applies to the next transaction only.
+                    statements.push(format!("SET TRANSACTION ISOLATION LEVEL {}", level.sql()));
+                }
+                statements.push(
+                    if options.read_only {
+                        "START TRANSACTION READ ONLY"
+                    } else {
+                        "START TRANSACTION"
+                    }
+                    .to_owned(),
+                );
+                Ok(statements)
+            }
         }
     }
 
