@@ -91,17 +91,31 @@ impl Connection {
     }
 
     /// Rewrites the `:name` placeholders for this connection's database; no values yet.
-    fn rewrite(&self, sql: &str) -> BoundQuery {
-        let rewritten = rewrite(sql, self.handle.raw.dialect());
+    /// Cached per connection: a query that runs again is not scanned again.
+    fn rewrite(&mut self, sql: &str) -> BoundQuery {
+        const CACHED: usize = 256;
+        let (sql, names) = match self.handle.rewrites.get(sql) {
+            Some((rewritten, names)) => (rewritten.clone(), names.clone()),
+            None => {
+                let r = rewrite(sql, self.handle.raw.dialect());
+                let entry: (std::sync::Arc<str>, std::sync::Arc<[String]>) =
+                    (r.sql.into(), r.names.into());
+                if self.handle.rewrites.len() >= CACHED {
+                    self.handle.rewrites.clear();
+                }
+                self.handle.rewrites.insert(sql.into(), entry.clone());
+                entry
+            }
+        };
         BoundQuery {
-            sql: rewritten.sql,
+            sql,
             values: Vec::new(),
-            names: rewritten.names,
+            names,
             in_transaction: self.in_transaction(),
         }
     }
 
-    fn bind(&self, sql: &str, params: impl IntoParams) -> Result<BoundQuery> {
+    fn bind(&mut self, sql: &str, params: impl IntoParams) -> Result<BoundQuery> {
         let mut query = self.rewrite(sql);
         query.values = params.into_params()?.into_bound(&query.names)?;
         Ok(query)

@@ -7,6 +7,10 @@ use crate::backend::RawConnection;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 
+/// A query rewritten for one dialect: the SQL with native placeholders, and the parameter
+/// name of each placeholder.
+pub(crate) type RewrittenQuery = (Arc<str>, Arc<[String]>);
+
 /// A pooled connection and the state this crate tracks for it.
 pub(crate) struct PoolConn {
     pub(crate) raw: RawConnection,
@@ -18,6 +22,9 @@ pub(crate) struct PoolConn {
     /// statement. A connection that goes back to the pool with one is discarded instead
     /// (closing it ends the transaction on the server).
     pub(crate) pending_rollback: Option<String>,
+    /// Queries already rewritten for this connection's dialect: SQL with native placeholders
+    /// and the parameter name of each.
+    pub(crate) rewrites: std::collections::HashMap<Box<str>, RewrittenQuery>,
 }
 
 /// Opens connections for the pool and decides which ones may go back into it.
@@ -35,6 +42,7 @@ impl bb8::ManageConnection for Manager {
             depth: 0,
             broken: false,
             pending_rollback: None,
+            rewrites: std::collections::HashMap::new(),
         })
     }
 

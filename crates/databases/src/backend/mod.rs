@@ -24,10 +24,11 @@ compile_error!("enable at least one backend feature: `sqlite`, `postgres` or `my
 /// A query with its placeholders rewritten and its values picked, ready to run.
 #[derive(Debug, Clone)]
 pub(crate) struct BoundQuery {
-    pub(crate) sql: String,
+    /// Shared with the connection's cache of rewritten queries.
+    pub(crate) sql: std::sync::Arc<str>,
     pub(crate) values: Vec<Value>,
     /// The parameter name of each value, for messages.
-    pub(crate) names: Vec<String>,
+    pub(crate) names: std::sync::Arc<[String]>,
     /// True when the caller has a transaction open: the backend refuses to run the statement
     /// if the database has meanwhile ended that transaction, rather than let it autocommit.
     pub(crate) in_transaction: bool,

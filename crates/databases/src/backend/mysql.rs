@@ -306,10 +306,7 @@ impl MyConnection {
         let params = to_params(query.values, &query.names, None)?;
         let sql = query.sql;
         self.run(async move |conn| {
-            let mut result = conn
-                .exec_iter(sql.as_str(), params)
-                .await
-                .map_err(map_error)?;
+            let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
             let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
             let mut returned = Value::Null;
             if let Some(row) = result.next().await.map_err(map_error)?
@@ -380,10 +377,7 @@ impl MyConnection {
         let params = to_params(query.values, &query.names, None)?;
         let sql = query.sql;
         self.run(async move |conn| {
-            let mut result = conn
-                .exec_iter(sql.as_str(), params)
-                .await
-                .map_err(map_error)?;
+            let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
             let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
             let columns = columns_of(&meta);
             let mut out = Vec::new();
@@ -418,10 +412,7 @@ impl MyConnection {
         let sql = query.sql;
         tokio::spawn(async move {
             let produce = async {
-                let mut result = conn
-                    .exec_iter(sql.as_str(), params)
-                    .await
-                    .map_err(map_error)?;
+                let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
                 let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
                 let columns = columns_of(&meta);
                 let mut chunk = Vec::with_capacity(CHUNK_ROWS);

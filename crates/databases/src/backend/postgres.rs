@@ -706,7 +706,7 @@ fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgPara
     Ok(query
         .values
         .iter()
-        .zip(&query.names)
+        .zip(query.names.iter())
         .map(|(value, name)| PgParam { value, name })
         .collect())
 }

@@ -403,7 +403,7 @@ impl SqliteConnection {
         self.call(move |conn| {
             check_transaction(conn, in_tx)?;
             let mut stmt = prepare(conn, &sql, &values)?;
-            let columns = columns_of(&stmt);
+            let columns = columns_of(&stmt, &sql);
             let width = columns.len();
             let mut rows = stmt.raw_query();
             let mut out = Vec::new();
@@ -433,7 +433,7 @@ impl SqliteConnection {
                 let produce = || -> Result<()> {
                     check_transaction(conn, in_tx)?;
                     let mut stmt = prepare(conn, &sql, &values)?;
-                    let columns = columns_of(&stmt);
+                    let columns = columns_of(&stmt, &sql);
                     let width = columns.len();
                     let mut rows = stmt.raw_query();
                     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
@@ -599,10 +599,33 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, values: &[SqlValue]) -> Result<()> {
     Ok(())
 }
 
-fn columns_of(stmt: &rusqlite::Statement<'_>) -> Arc<Columns> {
-    Arc::new(Columns::new(
-        stmt.column_names().map(str::to_owned).collect(),
-    ))
+/// The column names of a statement, shared by its results. Cached on the connection thread
+/// per SQL text, and checked against the statement (a schema change can alter them).
+fn columns_of(stmt: &rusqlite::Statement<'_>, sql: &str) -> Arc<Columns> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<Box<str>, Arc<Columns>>> =
+            std::cell::RefCell::default();
+    }
+    CACHE.with_borrow_mut(|cache| {
+        if let Some(columns) = cache.get(sql)
+            && columns.len() == stmt.column_count()
+            && columns
+                .names()
+                .iter()
+                .zip(stmt.column_names())
+                .all(|(a, b)| a == b)
+        {
+            return columns.clone();
+        }
+        let columns = Arc::new(Columns::new(
+            stmt.column_names().map(str::to_owned).collect(),
+        ));
+        if cache.len() >= STATEMENT_CACHE {
+            cache.clear();
+        }
+        cache.insert(sql.into(), columns.clone());
+        columns
+    })
 }
 
 /// Runs a statement to its end; the first column of its first row (for `RETURNING`) is kept.
@@ -789,9 +812,9 @@ mod tests {
             .await
             .unwrap();
         let query = BoundQuery {
-            sql: "INSERT INTO t VALUES (1)".to_owned(),
+            sql: "INSERT INTO t VALUES (1)".into(),
             values: Vec::new(),
-            names: Vec::new(),
+            names: Vec::new().into(),
             in_transaction: true,
         };
         // The caller believes a transaction is open, but SQLite has none.
@@ -800,9 +823,9 @@ mod tests {
         let rows = conn
             .fetch(
                 BoundQuery {
-                    sql: "SELECT COUNT(*) FROM t".to_owned(),
+                    sql: "SELECT COUNT(*) FROM t".into(),
                     values: Vec::new(),
-                    names: Vec::new(),
+                    names: Vec::new().into(),
                     in_transaction: false,
                 },
                 None,
