@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -224,7 +223,7 @@ struct Shared {
 
 /// One SQLite connection on its own thread.
 pub(crate) struct SqliteConnection {
-    sender: mpsc::Sender<Job>,
+    sender: tokio_mpsc::UnboundedSender<Job>,
     shared: Arc<Shared>,
     next_id: u64,
     begin: String,
@@ -241,7 +240,9 @@ impl Drop for AliveGuard {
 
 impl SqliteConnection {
     pub(crate) async fn open(config: &SqliteConfig) -> Result<Self> {
-        let (sender, receiver) = mpsc::channel::<Job>();
+        // tokio's channel parks the thread at once when idle (std's spins and yields first,
+        // which delays the woken caller when both share a core).
+        let (sender, mut receiver) = tokio_mpsc::unbounded_channel::<Job>();
         let (opened_tx, opened_rx) = oneshot::channel::<Result<Arc<Shared>>>();
         let thread_config = config.clone();
         std::thread::Builder::new()
@@ -264,7 +265,7 @@ impl SqliteConnection {
                 if opened_tx.send(Ok(shared.clone())).is_err() {
                     return;
                 }
-                for job in receiver {
+                while let Some(job) = receiver.blocking_recv() {
                     shared
                         .autocommit
                         .store(conn.is_autocommit(), Ordering::SeqCst);
