@@ -23,6 +23,10 @@ pub enum IsolationLevel {
 }
 
 impl IsolationLevel {
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "mysql")),
+        allow(dead_code, reason = "SQLite has no isolation levels to name")
+    )]
     pub(crate) fn sql(self) -> &'static str {
         match self {
             Self::ReadUncommitted => "READ UNCOMMITTED",

@@ -12,7 +12,7 @@ pub(crate) mod sqlite;
 use crate::error::{Error, Result};
 use crate::params::Dialect;
 use crate::record::Record;
-use crate::transaction::{IsolationLevel, TransactionOptions};
+use crate::transaction::TransactionOptions;
 use crate::url::Backend;
 use crate::value::Value;
 use crate::{Config, ExecuteResult};
@@ -20,6 +20,111 @@ use futures_util::stream::BoxStream;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 compile_error!("enable at least one backend feature: `sqlite`, `postgres` or `mysql`");
+
+/// Converts each value for a backend, naming the parameter (and the row, in a batch) when
+/// the backend cannot take it.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn convert_values<T>(
+    values: Vec<Value>,
+    names: &[String],
+    row: Option<usize>,
+    convert: impl Fn(Value) -> std::result::Result<T, String>,
+) -> Result<Vec<T>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            convert(v).map_err(|why| {
+                let name = names.get(i).map_or("?", String::as_str);
+                let at = row.map(|r| format!(" in row {r}")).unwrap_or_default();
+                Error::new(
+                    crate::ErrorKind::InvalidParameter,
+                    format!("parameter ':{name}'{at}: {why}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Marks a server connection poisoned while an operation is in flight. Dropped before
+/// [`InFlight::done`] (its future was dropped), the connection stays poisoned, so the pool
+/// discards it, and `abandon` runs to stop the statement on the server.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) struct InFlight {
+    poisoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    abandon: Option<Box<dyn FnOnce() + Send>>,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl InFlight {
+    /// Starts an operation; fails on a connection that an earlier one left poisoned.
+    pub(crate) fn start(
+        poisoned: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+        abandon: impl FnOnce() + Send + 'static,
+    ) -> Result<Self> {
+        if poisoned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::connection_lost(
+                "this connection was abandoned in the middle of an operation and is being \
+                 discarded; take a new one from the pool",
+            ));
+        }
+        Ok(Self {
+            poisoned: poisoned.clone(),
+            abandon: Some(Box::new(abandon)),
+        })
+    }
+
+    /// The operation ended (well or with an error): the connection is usable again.
+    pub(crate) fn done(mut self) {
+        self.abandon = None;
+        self.poisoned
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(abandon) = self.abandon.take() {
+            abandon();
+        }
+    }
+}
+
+/// Runs `fut` on the current runtime, if there is one, without waiting for it.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn spawn_detached(fut: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(fut);
+    }
+}
+
+/// Runs `op` within `limit`. On expiry, `cancel` asks the server to stop the statement and
+/// the operation's own (failed) end is awaited, so nothing is left running on the connection.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn with_command_timeout<T>(
+    limit: Option<std::time::Duration>,
+    op: impl Future<Output = Result<T>>,
+    cancel: impl Future<Output = ()>,
+) -> Result<T> {
+    let Some(limit) = limit else {
+        return op.await;
+    };
+    let mut op = std::pin::pin!(op);
+    match tokio::time::timeout(limit, &mut op).await {
+        Ok(result) => result,
+        Err(_) => {
+            cancel.await;
+            let _ = op.await;
+            Err(Error::new(
+                crate::ErrorKind::Database,
+                format!(
+                    "the statement ran longer than command_timeout ({limit:?}) and was cancelled"
+                ),
+            ))
+        }
+    }
+}
 
 /// A query with its placeholders rewritten and its values picked, ready to run.
 #[derive(Debug, Clone)]
@@ -246,33 +351,31 @@ impl RawConnection {
     /// The statements that start an outermost transaction with `options`; an error for an
     /// option this database does not have.
     pub(crate) fn begin_statements(&self, options: &TransactionOptions) -> Result<Vec<String>> {
-        let unsupported = |what: &str| {
-            Err(Error::transaction(format!(
-                "{} has no {what}",
-                self.backend()
-            )))
-        };
+        let lacks = |what: &str| Error::transaction(format!("{} has no {what}", self.backend()));
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => {
                 if options.read_only {
-                    return unsupported("read-only transactions; open the database with ?mode=ro");
+                    return Err(lacks(
+                        "read-only transactions; open the database with ?mode=ro",
+                    ));
                 }
                 if options.deferrable {
-                    return unsupported("deferrable transactions");
+                    return Err(lacks("deferrable transactions"));
                 }
                 if options
                     .isolation
-                    .is_some_and(|l| l != IsolationLevel::Serializable)
+                    .is_some_and(|l| l != crate::IsolationLevel::Serializable)
                 {
-                    return unsupported(
+                    return Err(lacks(
                         "isolation levels: its transactions are always serializable",
-                    );
+                    ));
                 }
                 Ok(vec![c.begin_sql().to_owned()])
             }
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => {
+                let _ = lacks;
                 let mut sql = "BEGIN".to_owned();
                 if let Some(level) = options.isolation {
                     sql.push_str(" ISOLATION LEVEL ");
@@ -289,21 +392,19 @@ impl RawConnection {
             #[cfg(feature = "mysql")]
             Self::Mysql(_) => {
                 if options.deferrable {
-                    return unsupported("deferrable transactions");
+                    return Err(lacks("deferrable transactions"));
                 }
                 let mut statements = Vec::new();
                 if let Some(level) = options.isolation {
                     // Without GLOBAL or SESSION this applies to the next transaction only.
                     statements.push(format!("SET TRANSACTION ISOLATION LEVEL {}", level.sql()));
                 }
-                statements.push(
-                    if options.read_only {
-                        "START TRANSACTION READ ONLY"
-                    } else {
-                        "START TRANSACTION"
-                    }
-                    .to_owned(),
-                );
+                let start = if options.read_only {
+                    "START TRANSACTION READ ONLY"
+                } else {
+                    "START TRANSACTION"
+                };
+                statements.push(start.to_owned());
                 Ok(statements)
             }
         }

@@ -30,7 +30,7 @@ use crate::record::{Columns, Record};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
 
-use super::BoundQuery;
+use super::{BoundQuery, InFlight};
 
 /// URL options the MySQL backend understands (besides the common ones).
 pub(crate) const OPTIONS: &[&str] = &[
@@ -185,35 +185,12 @@ async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
 
 /// Stops the statement running on connection `id`, from a connection of its own.
 fn kill_query(opts: Opts, id: u32) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(async move {
-            if let Ok(mut conn) = Conn::new(opts).await {
-                let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
-                let _ = conn.disconnect().await;
-            }
-        });
-    }
-}
-
-/// Poisons the connection and kills its statement if dropped before [`InFlight::done`].
-struct InFlight {
-    poisoned: Arc<AtomicBool>,
-    kill: Option<(Opts, u32)>,
-}
-
-impl InFlight {
-    fn done(mut self) {
-        self.kill = None;
-        self.poisoned.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some((opts, id)) = self.kill.take() {
-            kill_query(opts, id);
+    super::spawn_detached(async move {
+        if let Ok(mut conn) = Conn::new(opts).await {
+            let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
+            let _ = conn.disconnect().await;
         }
-    }
+    });
 }
 
 impl MyConnection {
@@ -240,13 +217,10 @@ impl MyConnection {
     }
 
     /// Marks the start of an operation and gives the connection; fails on a poisoned one.
+    /// If the operation is abandoned, its statement is killed.
     fn start(&mut self) -> Result<(InFlight, &mut Conn)> {
-        if self.poisoned.swap(true, Ordering::SeqCst) {
-            return Err(Error::connection_lost(
-                "this connection was abandoned in the middle of an operation and is being discarded; \
-                 take a new one from the pool",
-            ));
-        }
+        let (opts, id) = (self.opts.clone(), self.id);
+        let guard = InFlight::start(&self.poisoned, move || kill_query(opts, id))?;
         if self.conn.is_none() {
             self.conn = self
                 .returned
@@ -254,10 +228,6 @@ impl MyConnection {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
         }
-        let guard = InFlight {
-            poisoned: self.poisoned.clone(),
-            kill: Some((self.opts.clone(), self.id)),
-        };
         match self.conn.as_mut() {
             Some(conn) => Ok((guard, conn)),
             None => {
@@ -270,34 +240,19 @@ impl MyConnection {
         }
     }
 
-    /// Runs one operation: poisons the connection while it is in flight, applies the
-    /// command timeout (then kills the statement and awaits the operation's own end).
+    /// Runs one operation: poisons the connection while it is in flight and applies the
+    /// command timeout (which kills the statement, then awaits the operation's own end).
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         let limit = self.command_timeout;
         let (opts, id) = (self.opts.clone(), self.id);
         let (guard, conn) = self.start()?;
-        let result = match limit {
-            None => op(conn).await,
-            Some(limit) => {
-                let mut op = std::pin::pin!(op(conn));
-                match tokio::time::timeout(limit, &mut op).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        if let Ok(mut killer) = Conn::new(opts).await {
-                            let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
-                            let _ = killer.disconnect().await;
-                        }
-                        let _ = op.await;
-                        Err(Error::new(
-                            ErrorKind::Database,
-                            format!(
-                                "the statement ran longer than command_timeout ({limit:?}) and was cancelled"
-                            ),
-                        ))
-                    }
-                }
+        let kill = async move {
+            if let Ok(mut killer) = Conn::new(opts).await {
+                let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
+                let _ = killer.disconnect().await;
             }
         };
+        let result = super::with_command_timeout(limit, op(conn), kill).await;
         guard.done();
         result
     }
@@ -659,20 +614,7 @@ fn to_params(values: Vec<Value>, names: &[String], row: Option<usize>) -> Result
 }
 
 fn to_values(values: Vec<Value>, names: &[String], row: Option<usize>) -> Result<Vec<MyValue>> {
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            to_mysql(v).map_err(|why| {
-                let name = names.get(i).map_or("?", String::as_str);
-                let at = row.map(|r| format!(" in row {r}")).unwrap_or_default();
-                Error::new(
-                    ErrorKind::InvalidParameter,
-                    format!("parameter ':{name}'{at}: {why}"),
-                )
-            })
-        })
-        .collect()
+    super::convert_values(values, names, row, to_mysql)
 }
 
 #[allow(

@@ -34,7 +34,7 @@ use crate::record::{Columns, Record};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
 
-use super::BoundQuery;
+use super::{BoundQuery, InFlight};
 
 /// URL options the PostgreSQL backend understands (besides the common ones).
 pub(crate) const OPTIONS: &[&str] = &[
@@ -416,17 +416,14 @@ impl PgConnection {
         self.poisoned.load(Ordering::SeqCst) || self.client.is_closed()
     }
 
-    /// Marks the start of an operation; fails on a poisoned connection.
+    /// Marks the start of an operation; fails on a poisoned connection. If the operation is
+    /// abandoned, the server is asked to cancel it.
     fn start(&self) -> Result<InFlight> {
-        if self.poisoned.swap(true, Ordering::SeqCst) {
-            return Err(Error::connection_lost(
-                "this connection was abandoned in the middle of an operation and is being discarded; \
-                 take a new one from the pool",
-            ));
-        }
-        Ok(InFlight {
-            poisoned: self.poisoned.clone(),
-            cancel: Some((self.client.cancel_token(), self.tls.clone())),
+        let (token, tls) = (self.client.cancel_token(), self.tls.clone());
+        InFlight::start(&self.poisoned, move || {
+            super::spawn_detached(async move {
+                let _ = token.cancel_query(tls).await;
+            });
         })
     }
 
@@ -449,28 +446,11 @@ impl PgConnection {
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let guard = self.start()?;
         let limit = self.command_timeout;
-        let cancel = (self.client.cancel_token(), self.tls.clone());
-        let result = match limit {
-            None => op(self).await,
-            Some(limit) => {
-                let mut op = std::pin::pin!(op(self));
-                match tokio::time::timeout(limit, &mut op).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        // Ask the server to cancel, then await the operation's own (failed)
-                        // end, so that nothing is left running on the connection.
-                        let _ = cancel.0.cancel_query(cancel.1).await;
-                        let _ = op.await;
-                        Err(Error::new(
-                            ErrorKind::Database,
-                            format!(
-                                "the statement ran longer than command_timeout ({limit:?}) and was cancelled"
-                            ),
-                        ))
-                    }
-                }
-            }
+        let (token, tls) = (self.client.cancel_token(), self.tls.clone());
+        let cancel = async move {
+            let _ = token.cancel_query(tls).await;
         };
+        let result = super::with_command_timeout(limit, op(self), cancel).await;
         guard.done();
         result
     }
@@ -613,35 +593,6 @@ impl PgConnection {
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         self.run(async move |this| this.client.batch_execute(&sql).await.map_err(map_error))
             .await
-    }
-}
-
-/// Poisons the connection and cancels the server's work if dropped before [`InFlight::done`].
-struct InFlight {
-    poisoned: Arc<AtomicBool>,
-    cancel: Option<(
-        tokio_postgres::CancelToken,
-        tokio_postgres_rustls::MakeRustlsConnect,
-    )>,
-}
-
-impl InFlight {
-    fn done(mut self) {
-        self.cancel = None;
-        self.poisoned.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some((token, tls)) = self.cancel.take() {
-            // The connection stays poisoned; ask the server to stop what it is doing.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = token.cancel_query(tls).await;
-                });
-            }
-        }
     }
 }
 

@@ -693,20 +693,7 @@ fn to_sqlite_values(
     names: &[String],
     row: Option<usize>,
 ) -> Result<Vec<SqlValue>> {
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            to_sqlite(v).map_err(|why| {
-                let name = names.get(i).map_or("?", String::as_str);
-                let at = row.map(|r| format!(" in row {r}")).unwrap_or_default();
-                Error::new(
-                    ErrorKind::InvalidParameter,
-                    format!("parameter ':{name}'{at}: {why}"),
-                )
-            })
-        })
-        .collect()
+    super::convert_values(values, names, row, to_sqlite)
 }
 
 fn to_sqlite(v: Value) -> std::result::Result<SqlValue, String> {
