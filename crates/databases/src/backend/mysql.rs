@@ -384,8 +384,10 @@ impl MyConnection {
                     }
                 }
                 result.drop_result().await.map_err(map_error)?;
-                if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
-                    return Ok(true);
+                // The result is fully read: the connection goes back even if nobody takes
+                // the last chunk.
+                if !chunk.is_empty() {
+                    let _ = tx.send(Ok(chunk)).await;
                 }
                 Ok(true)
             };
