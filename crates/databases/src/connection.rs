@@ -223,6 +223,40 @@ impl Connection {
         Transaction::begin(TxConn::Borrowed(self), options).await
     }
 
+    /// How many transactions are open on this connection: 0 outside one, 1 inside `BEGIN`,
+    /// 2 or more inside savepoints.
+    pub fn transaction_depth(&self) -> u32 {
+        self.handle.depth
+    }
+
+    /// Starts a transaction without a guard and returns its depth (1 for `BEGIN`, more for
+    /// a savepoint): the low-level form of [`Connection::transaction`] for callers that
+    /// track transactions themselves, such as language bindings.
+    ///
+    /// Finish it with [`Connection::commit_depth`] or [`Connection::rollback_depth`]. Nothing
+    /// rolls it back on its own, except that a connection returned to the pool inside a
+    /// transaction is discarded rather than reused.
+    pub async fn begin(&mut self, options: TransactionOptions) -> Result<u32> {
+        let tx = Transaction::begin(TxConn::Borrowed(self), options).await?;
+        Ok(tx.detach())
+    }
+
+    /// Commits the transaction that [`Connection::begin`] opened at `depth`, which must be
+    /// the innermost one open.
+    pub async fn commit_depth(&mut self, depth: u32) -> Result<()> {
+        Transaction::resume(TxConn::Borrowed(self), depth)?
+            .commit()
+            .await
+    }
+
+    /// Rolls back the transaction that [`Connection::begin`] opened at `depth`, which must be
+    /// the innermost one open.
+    pub async fn rollback_depth(&mut self, depth: u32) -> Result<()> {
+        Transaction::resume(TxConn::Borrowed(self), depth)?
+            .rollback()
+            .await
+    }
+
     /// Runs `f` in a transaction that commits when `f` returns `Ok` and rolls back when it
     /// returns `Err` (or panics, or is cancelled).
     ///

@@ -161,6 +161,32 @@ impl<'c> Transaction<'c> {
         Ok(tx)
     }
 
+    /// Gives up the guard: the transaction stays open on the connection, and the caller
+    /// finishes it by depth (see [`Connection::begin`]).
+    pub(crate) fn detach(mut self) -> u32 {
+        self.done = true;
+        self.level
+    }
+
+    /// Takes up a transaction that [`Transaction::detach`] left open at `level`, which must be
+    /// the innermost one open on the connection.
+    pub(crate) fn resume(conn: TxConn<'c>, level: u32) -> Result<Self> {
+        let mut tx = Self {
+            conn,
+            level,
+            done: true,
+        };
+        let open = tx.connection().handle.depth;
+        if level == 0 || level > open {
+            return Err(Error::transaction(format!(
+                "no transaction is open at depth {level} (the connection has {open} open)"
+            )));
+        }
+        tx.check_innermost()?;
+        tx.done = false;
+        Ok(tx)
+    }
+
     fn connection_mut(&mut self) -> &mut Connection {
         match &mut self.conn {
             TxConn::Owned(c) => c,

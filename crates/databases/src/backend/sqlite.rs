@@ -636,7 +636,34 @@ fn run_statement(
     values: &[SqlValue],
 ) -> Result<ExecuteResult> {
     let mut stmt = prepare(conn, sql, values)?;
-    step_to_end(conn, &mut stmt)
+    let mut result = step_to_end(conn, &mut stmt)?;
+    if !inserts(sql) {
+        // `last_insert_rowid` is per connection: after an UPDATE it still names an earlier
+        // INSERT's row, which is not this statement's.
+        result.last_insert_id = None;
+    }
+    Ok(result)
+}
+
+/// True when the statement's first keyword is INSERT or REPLACE (comments and blanks skipped).
+fn inserts(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, tail)| tail);
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    word == "INSERT" || word == "REPLACE"
 }
 
 /// Steps a bound statement to its end; the first column of its first row (for `RETURNING`)
@@ -778,6 +805,15 @@ mod tests {
 
     fn config(url: &str) -> SqliteConfig {
         SqliteConfig::from_url(&DatabaseUrl::parse(url).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn inserts_finds_the_first_keyword() {
+        assert!(inserts("INSERT INTO t VALUES (1)"));
+        assert!(inserts("  -- note\n /* x */ replace into t values (1)"));
+        assert!(!inserts("UPDATE t SET a = 1"));
+        assert!(!inserts("/* insert */ DELETE FROM t"));
+        assert!(!inserts(""));
     }
 
     #[tokio::test]

@@ -1,0 +1,404 @@
+//! The database, connection and cursor objects that the Python package wraps.
+
+use std::sync::Arc;
+
+use databases::{Connection, Database, IsolationLevel, NamedParams, TransactionOptions};
+use futures_util::future::BoxFuture;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::record::{Builder, Spec};
+use crate::{convert, run, runtime};
+
+/// Rows per chunk handed from an `iterate` query to Python.
+const CHUNK_ROWS: usize = 500;
+
+/// A connection slot: `None` once released.
+type Slot = Arc<Mutex<Option<Connection>>>;
+
+fn params_of(values: Option<Py<PyAny>>) -> PyResult<NamedParams> {
+    Python::attach(|py| convert::params(values.as_ref().map(|v| v.bind(py))))
+}
+
+fn records(rows: Vec<databases::Record>, spec: Option<Py<PyAny>>) -> PyResult<Py<PyList>> {
+    Python::attach(|py| {
+        let spec = spec.map(|s| s.into_bound(py));
+        let mut builder = Builder::new(py, Spec::from_py(spec.as_ref())?);
+        Ok(builder.list(rows)?.unbind())
+    })
+}
+
+fn one_record(row: Option<databases::Record>, spec: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| match row {
+        None => Ok(py.None()),
+        Some(row) => {
+            let spec = spec.map(|s| s.into_bound(py));
+            let mut builder = Builder::new(py, Spec::from_py(spec.as_ref())?);
+            Ok(builder.record(row)?.into_any().unbind())
+        }
+    })
+}
+
+/// `(rows_affected, last_insert_id, returned)`: what a statement did.
+fn execute_result(result: databases::ExecuteResult) -> PyResult<Py<PyTuple>> {
+    Python::attach(|py| {
+        let returned = convert::to_py(py, result.returned)?;
+        Ok((result.rows_affected, result.last_insert_id, returned)
+            .into_pyobject(py)?
+            .unbind())
+    })
+}
+
+fn released() -> databases::Error {
+    databases::Error::new(
+        databases::ErrorKind::NotConnected,
+        "this connection was released: acquire a new one",
+    )
+}
+
+/// A pool of connections for one database URL (the core's `Database`).
+#[pyclass(frozen, module = "databases._native")]
+pub(crate) struct NativeDatabase {
+    db: Arc<Database>,
+}
+
+#[pymethods]
+impl NativeDatabase {
+    /// Checks the URL and its options; connects nothing.
+    #[new]
+    fn new(url: &str) -> PyResult<Self> {
+        let db = Database::new(url).map_err(crate::errors::to_py)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// `postgresql`, `mysql` or `sqlite`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.db.backend().name()
+    }
+
+    /// True between `connect` and `disconnect`.
+    #[getter]
+    fn is_connected(&self) -> bool {
+        self.db.is_connected()
+    }
+
+    /// Opens the pool (and its `min_size` connections).
+    async fn connect(&self) -> PyResult<()> {
+        let db = self.db.clone();
+        run(async move { db.connect().await }).await
+    }
+
+    /// Closes the pool.
+    async fn disconnect(&self) -> PyResult<()> {
+        let db = self.db.clone();
+        run(async move { db.disconnect().await }).await
+    }
+
+    /// Takes a connection from the pool.
+    async fn acquire(&self) -> PyResult<NativeConnection> {
+        let db = self.db.clone();
+        let conn = run(async move { db.connection().await }).await?;
+        Ok(NativeConnection {
+            slot: Arc::new(Mutex::new(Some(conn))),
+        })
+    }
+
+    /// Runs a query on a pooled connection and returns all its records.
+    #[pyo3(signature = (sql, values = None, spec = None))]
+    async fn fetch_all(
+        &self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyList>> {
+        let params = params_of(values)?;
+        let db = self.db.clone();
+        let rows = run(async move { db.fetch_all(&sql, params).await }).await?;
+        records(rows, spec)
+    }
+
+    /// Runs a query on a pooled connection and returns its first record, or `None`.
+    #[pyo3(signature = (sql, values = None, spec = None))]
+    async fn fetch_one(
+        &self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let params = params_of(values)?;
+        let db = self.db.clone();
+        let row = run(async move { db.fetch_one(&sql, params).await }).await?;
+        one_record(row, spec)
+    }
+
+    /// Runs a statement on a pooled connection: `(rows_affected, last_insert_id, returned)`.
+    #[pyo3(signature = (sql, values = None))]
+    async fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
+        let params = params_of(values)?;
+        let db = self.db.clone();
+        let result = run(async move { db.execute_result(&sql, params).await }).await?;
+        execute_result(result)
+    }
+
+    /// Runs a statement once per parameter dict, on one pooled connection; returns the rows
+    /// affected in all.
+    async fn execute_many(&self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
+        let rows = Python::attach(|py| convert::many_params(values.bind(py)))?;
+        let db = self.db.clone();
+        run(async move { db.execute_many(&sql, rows).await }).await
+    }
+}
+
+/// One connection taken from the pool, until `release`.
+#[pyclass(frozen, module = "databases._native")]
+pub(crate) struct NativeConnection {
+    slot: Slot,
+}
+
+/// Runs `op` on the connection in `slot`, one operation at a time.
+async fn with_conn<T, F>(slot: &Slot, op: F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Connection) -> BoxFuture<'c, databases::Result<T>> + Send + 'static,
+{
+    let slot = slot.clone();
+    run(async move {
+        let mut guard = slot.lock_owned().await;
+        match guard.as_mut() {
+            Some(conn) => op(conn).await,
+            None => Err(released()),
+        }
+    })
+    .await
+}
+
+fn isolation_of(name: &str) -> PyResult<IsolationLevel> {
+    Ok(
+        match name.to_ascii_lowercase().replace([' ', '-'], "_").as_str() {
+            "serializable" => IsolationLevel::Serializable,
+            "repeatable_read" => IsolationLevel::RepeatableRead,
+            "read_committed" => IsolationLevel::ReadCommitted,
+            "read_uncommitted" => IsolationLevel::ReadUncommitted,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "isolation must be one of 'serializable', 'repeatable_read', \
+                 'read_committed', 'read_uncommitted', not {name:?}"
+                )));
+            }
+        },
+    )
+}
+
+#[pymethods]
+impl NativeConnection {
+    /// Runs a query and returns all its records.
+    #[pyo3(signature = (sql, values = None, spec = None))]
+    async fn fetch_all(
+        &self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyList>> {
+        let params = params_of(values)?;
+        let rows = with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.fetch_all(&sql, params).await })
+        })
+        .await?;
+        records(rows, spec)
+    }
+
+    /// Runs a query and returns its first record, or `None`.
+    #[pyo3(signature = (sql, values = None, spec = None))]
+    async fn fetch_one(
+        &self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let params = params_of(values)?;
+        let row = with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.fetch_one(&sql, params).await })
+        })
+        .await?;
+        one_record(row, spec)
+    }
+
+    /// Runs a statement: `(rows_affected, last_insert_id, returned)`.
+    #[pyo3(signature = (sql, values = None))]
+    async fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
+        let params = params_of(values)?;
+        let result = with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.execute_result(&sql, params).await })
+        })
+        .await?;
+        execute_result(result)
+    }
+
+    /// Runs a statement once per parameter dict; returns the rows affected in all.
+    async fn execute_many(&self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
+        let rows = Python::attach(|py| convert::many_params(values.bind(py)))?;
+        with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.execute_many(&sql, rows).await })
+        })
+        .await
+    }
+
+    /// Starts a query whose records are read in chunks.
+    #[pyo3(signature = (sql, values = None, spec = None))]
+    fn iterate(
+        &self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+    ) -> PyResult<NativeCursor> {
+        let params = params_of(values)?;
+        let (tx, rx) = mpsc::channel::<databases::Result<Vec<databases::Record>>>(1);
+        let slot = self.slot.clone();
+        runtime().spawn(async move {
+            let mut guard = slot.lock_owned().await;
+            let Some(conn) = guard.as_mut() else {
+                let _ = tx.send(Err(released())).await;
+                return;
+            };
+            let mut rows = conn.iterate(&sql, params);
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => {
+                        chunk.push(row);
+                        if chunk.len() == CHUNK_ROWS
+                            && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
+                        {
+                            // The reader went away: read the rest, so that the connection
+                            // is left between statements rather than abandoned.
+                            while let Ok(Some(_)) = rows.try_next().await {}
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        if !chunk.is_empty() {
+                            let _ = tx.send(Ok(chunk)).await;
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(NativeCursor {
+            rx: Arc::new(Mutex::new(rx)),
+            spec,
+        })
+    }
+
+    /// Starts a transaction (a savepoint inside one) and returns its depth.
+    #[pyo3(signature = (isolation = None, readonly = false, deferrable = false))]
+    async fn begin(
+        &self,
+        isolation: Option<String>,
+        readonly: bool,
+        deferrable: bool,
+    ) -> PyResult<u32> {
+        let mut options = TransactionOptions::new();
+        if let Some(level) = isolation {
+            options = options.isolation(isolation_of(&level)?);
+        }
+        if readonly {
+            options = options.read_only(true);
+        }
+        if deferrable {
+            options = options.deferrable(true);
+        }
+        with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.begin(options).await })
+        })
+        .await
+    }
+
+    /// Commits the transaction at `depth` (the innermost).
+    async fn commit(&self, depth: u32) -> PyResult<()> {
+        with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.commit_depth(depth).await })
+        })
+        .await
+    }
+
+    /// Rolls back the transaction at `depth` (the innermost).
+    async fn rollback(&self, depth: u32) -> PyResult<()> {
+        with_conn(&self.slot, move |c| {
+            Box::pin(async move { c.rollback_depth(depth).await })
+        })
+        .await
+    }
+
+    /// How many transactions are open on the connection (0 once released).
+    async fn transaction_depth(&self) -> u32 {
+        let slot = self.slot.clone();
+        let depth = run(async move {
+            Ok(slot
+                .lock_owned()
+                .await
+                .as_ref()
+                .map_or(0, Connection::transaction_depth))
+        })
+        .await;
+        depth.unwrap_or(0)
+    }
+
+    /// Returns the connection to the pool (once the operation in progress, if any, ends).
+    async fn release(&self) -> PyResult<()> {
+        let slot = self.slot.clone();
+        run(async move {
+            let conn = slot.lock_owned().await.take();
+            drop(conn);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The backend name: `postgresql`, `mysql` or `sqlite`; `None` once released.
+    #[getter]
+    fn backend(&self) -> Option<&'static str> {
+        self.slot
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|c| c.backend().name()))
+    }
+}
+
+/// The records of an `iterate` query, read a chunk at a time.
+#[pyclass(frozen, module = "databases._native")]
+pub(crate) struct NativeCursor {
+    rx: Arc<Mutex<mpsc::Receiver<databases::Result<Vec<databases::Record>>>>>,
+    spec: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl NativeCursor {
+    /// The next chunk of records; an empty list at the end.
+    async fn fetch(&self) -> PyResult<Py<PyList>> {
+        let rx = self.rx.clone();
+        let chunk = {
+            let mut rx = rx.lock().await;
+            rx.recv().await
+        };
+        let spec = Python::attach(|py| self.spec.as_ref().map(|s| s.clone_ref(py)));
+        match chunk {
+            Some(Ok(rows)) => records(rows, spec),
+            Some(Err(e)) => Err(crate::errors::to_py(e)),
+            None => Python::attach(|py| Ok(PyList::empty(py).unbind())),
+        }
+    }
+
+    /// Stops reading: the rest of the result is read and dropped in the background, and the
+    /// connection is free again once that ends.
+    async fn close(&self) {
+        self.rx.lock().await.close();
+    }
+}

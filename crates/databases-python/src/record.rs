@@ -1,0 +1,300 @@
+//! `Record`: one result row, read by column name, position or SQLAlchemy column.
+
+use std::sync::Arc;
+
+use databases::Columns;
+use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
+
+use crate::convert;
+
+/// What the rows of one result share: the column names and how to find a column.
+pub(crate) struct Meta {
+    /// The column names in order (duplicates kept).
+    keys: Py<PyTuple>,
+    /// Name to position; for a duplicated name the last column wins.
+    index: Py<PyDict>,
+    /// `str(column)` of SQLAlchemy columns (`"table.col"`) to position, for compiled queries.
+    extra: Option<Py<PyDict>>,
+}
+
+/// A result row. It is a read-only mapping from column names to values that also takes a
+/// column position (`row[0]`), a SQLAlchemy column (`row[notes.c.text]`) and attribute access
+/// (`row.text`).
+#[pyclass(frozen, mapping, module = "databases", name = "Record")]
+pub(crate) struct Record {
+    values: Py<PyTuple>,
+    meta: Arc<Meta>,
+}
+
+/// How a compiled query's results are processed: one result processor (or `None`) per
+/// column, and the column map for SQLAlchemy column keys.
+pub(crate) struct Spec<'py> {
+    processors: Option<Bound<'py, PyTuple>>,
+    extra: Option<Bound<'py, PyDict>>,
+}
+
+impl<'py> Spec<'py> {
+    /// Reads `(processors, column_map)` or `None`.
+    pub(crate) fn from_py(spec: Option<&Bound<'py, PyAny>>) -> PyResult<Self> {
+        let Some(spec) = spec.filter(|s| !s.is_none()) else {
+            return Ok(Self {
+                processors: None,
+                extra: None,
+            });
+        };
+        let (processors, extra): (Option<Bound<'py, PyTuple>>, Option<Bound<'py, PyDict>>) =
+            spec.extract()?;
+        Ok(Self { processors, extra })
+    }
+}
+
+/// Builds the Python records of a result in one pass.
+pub(crate) struct Builder<'py> {
+    py: Python<'py>,
+    processors: Vec<Option<Bound<'py, PyAny>>>,
+    extra: Option<Py<PyDict>>,
+    meta: Option<(Arc<Columns>, Arc<Meta>)>,
+}
+
+impl<'py> Builder<'py> {
+    pub(crate) fn new(py: Python<'py>, spec: Spec<'py>) -> Self {
+        let processors = spec
+            .processors
+            .map(|p| {
+                p.iter()
+                    .map(|f| if f.is_none() { None } else { Some(f) })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            py,
+            processors,
+            extra: spec.extra.map(Bound::unbind),
+            meta: None,
+        }
+    }
+
+    fn meta_for(&mut self, columns: &Arc<Columns>) -> PyResult<Arc<Meta>> {
+        if let Some((cols, meta)) = &self.meta
+            && (Arc::ptr_eq(cols, columns) || cols.names() == columns.names())
+        {
+            return Ok(meta.clone());
+        }
+        let py = self.py;
+        let keys = PyTuple::new(py, columns.names())?;
+        let index = PyDict::new(py);
+        for (i, name) in columns.names().iter().enumerate() {
+            index.set_item(name, i)?;
+        }
+        let meta = Arc::new(Meta {
+            keys: keys.unbind(),
+            index: index.unbind(),
+            extra: self.extra.as_ref().map(|e| e.clone_ref(py)),
+        });
+        self.meta = Some((columns.clone(), meta.clone()));
+        Ok(meta)
+    }
+
+    /// Converts one core record.
+    pub(crate) fn record(&mut self, record: databases::Record) -> PyResult<Bound<'py, Record>> {
+        let meta = self.meta_for(record.column_list())?;
+        let py = self.py;
+        let values = record.into_values();
+        let mut out = Vec::with_capacity(values.len());
+        for (i, value) in values.into_iter().enumerate() {
+            let v = convert::to_py(py, value)?;
+            out.push(match self.processors.get(i) {
+                Some(Some(process)) if !v.is_none() => process.call1((v,))?,
+                _ => v,
+            });
+        }
+        Bound::new(
+            py,
+            Record {
+                values: PyTuple::new(py, out)?.unbind(),
+                meta,
+            },
+        )
+    }
+
+    /// Converts all the records of a result into a list.
+    pub(crate) fn list(&mut self, records: Vec<databases::Record>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(self.py);
+        for r in records {
+            list.append(self.record(r)?)?;
+        }
+        Ok(list)
+    }
+}
+
+impl Record {
+    /// The position of the column `key` names, if any.
+    fn position(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        if key.is_instance_of::<PyString>() {
+            if let Some(i) = self.meta.index.bind(py).get_item(key)? {
+                return Ok(Some(i.extract()?));
+            }
+        } else if let Ok(i) = key.cast::<PyInt>() {
+            let len = isize::try_from(self.meta.keys.bind(py).len()).unwrap_or(isize::MAX);
+            let i: isize = i.extract()?;
+            let i = if i < 0 { i + len } else { i };
+            return Ok(usize::try_from(i).ok().filter(|&i| (i as isize) < len));
+        }
+        if let Some(extra) = &self.meta.extra {
+            let extra = extra.bind(py);
+            if let Ok(Some(i)) = extra.get_item(key) {
+                return Ok(Some(i.extract()?));
+            }
+            if let Some(i) = extra.get_item(key.str()?)? {
+                return Ok(Some(i.extract()?));
+            }
+        }
+        Ok(None)
+    }
+
+    fn pairs<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+        let keys = self.meta.keys.bind(py);
+        let values = self.values.bind(py);
+        keys.iter().zip(values.iter()).map(Ok).collect()
+    }
+}
+
+#[pymethods]
+impl Record {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if key.is_instance_of::<PySlice>() {
+            return self.values.bind(py).as_any().get_item(key);
+        }
+        match self.position(py, key)? {
+            Some(i) => self.values.bind(py).get_item(i),
+            None if key.is_instance_of::<PyInt>() => Err(PyIndexError::new_err(format!(
+                "record index {key} out of range: the record has {} column(s)",
+                self.meta.keys.bind(py).len()
+            ))),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    fn __getattr__<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.meta.index.bind(py).get_item(name)? {
+            Some(i) => self.values.bind(py).get_item(i.extract()?),
+            None => Err(PyAttributeError::new_err(format!(
+                "the record has no column '{name}' (its columns: {})",
+                self.meta
+                    .keys
+                    .bind(py)
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.values.bind(py).len()
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.meta.keys.bind(py).as_any().try_iter()?.into_any())
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(key.is_instance_of::<PyString>() && self.meta.index.bind(py).contains(key)?)
+    }
+
+    /// The column names, in order.
+    fn keys<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
+        self.meta.keys.bind(py).clone()
+    }
+
+    /// The values, in column order.
+    fn values<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
+        self.values.bind(py).clone()
+    }
+
+    /// `(name, value)` pairs, in column order.
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.pairs(py)?)
+    }
+
+    /// The value of column `key`, or `default` when there is no such column.
+    #[pyo3(signature = (key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.position(py, key)? {
+            Some(i) => self.values.bind(py).get_item(i),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// The record itself: it is already a mapping (SQLAlchemy's `Row._mapping`).
+    #[getter(_mapping)]
+    fn mapping(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The values as a tuple (SQLAlchemy's `Row._tuple()`).
+    fn _tuple<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
+        self.values.bind(py).clone()
+    }
+
+    /// A dict of the columns (for a duplicated name, the last column).
+    fn _asdict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.pairs(py)? {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let mut out = String::from("<Record");
+        for (k, v) in self.pairs(py)? {
+            out.push(' ');
+            out.push_str(&k.str()?.to_cow()?);
+            out.push('=');
+            out.push_str(&v.repr()?.to_cow()?);
+        }
+        out.push('>');
+        Ok(out)
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Ok(other) = other.cast::<Record>() {
+            let other = other.get();
+            return Ok(self.meta.keys.bind(py).eq(other.meta.keys.bind(py))?
+                && self.values.bind(py).eq(other.values.bind(py))?);
+        }
+        if let Ok(other) = other.cast::<PyDict>() {
+            return self._asdict(py)?.eq(other);
+        }
+        Ok(false)
+    }
+
+    fn __ne__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(!self.__eq__(py, other)?)
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // Pickles as the dict of its columns.
+        let d = self._asdict(py)?;
+        (py.get_type::<PyDict>(), (d,))
+            .into_pyobject(py)
+            .map(Bound::into_any)
+    }
+}
