@@ -251,7 +251,13 @@ impl Connection {
 
     /// Rolls back the transaction that [`Connection::begin`] opened at `depth`, which must be
     /// the innermost one open.
+    ///
+    /// Rolling back the outermost transaction first interrupts a statement that an abandoned
+    /// caller left running on the connection (SQLite), as dropping a [`Transaction`] does.
     pub async fn rollback_depth(&mut self, depth: u32) -> Result<()> {
+        if depth == 1 && self.handle.depth == 1 {
+            self.handle.raw.interrupt();
+        }
         Transaction::resume(TxConn::Borrowed(self), depth)?
             .rollback()
             .await

@@ -1,0 +1,233 @@
+"""Transactions on every backend: context manager, await, decorator, savepoints,
+force_rollback, options, and misuse."""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+
+import pytest
+import sqlalchemy
+
+from databases import (
+    Database,
+    DatabaseError,
+    DatabaseURL,
+    NotSupportedError,
+    ProgrammingError,
+)
+
+metadata = sqlalchemy.MetaData()
+notes = sqlalchemy.Table(
+    "tx_notes",
+    metadata,
+    sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+    sqlalchemy.Column("text", sqlalchemy.String(length=100)),
+)
+
+
+@pytest.fixture
+def tables(create_tables: typing.Callable[[sqlalchemy.MetaData], None]) -> None:
+    create_tables(metadata)
+
+
+async def count(database: Database) -> int:
+    return await database.fetch_val("SELECT COUNT(*) FROM tx_notes")
+
+
+@pytest.mark.asyncio
+async def test_context_manager_commits_and_rolls_back(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+        async with database.transaction():
+            await database.execute(notes.insert(), {"text": "kept"})
+        assert await count(database) == 1
+
+        with pytest.raises(RuntimeError, match="boom"):
+            async with database.transaction():
+                await database.execute(notes.insert(), {"text": "lost"})
+                raise RuntimeError("boom")
+        assert await count(database) == 1
+
+        async with database.transaction(force_rollback=True):
+            await database.execute(notes.insert(), {"text": "lost"})
+        assert await count(database) == 1
+
+
+@pytest.mark.asyncio
+async def test_await_then_commit_or_rollback(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+        tx = await database.transaction()
+        await database.execute(notes.insert(), {"text": "a"})
+        await tx.rollback()
+        assert await count(database) == 0
+
+        tx = await database.transaction()
+        await database.execute(notes.insert(), {"text": "b"})
+        await tx.commit()
+        assert await count(database) == 1
+
+        with pytest.raises(ProgrammingError, match="not open"):
+            await tx.commit()
+
+
+@pytest.mark.asyncio
+async def test_decorator(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+
+        @database.transaction()
+        async def insert(text: str, fail: bool = False) -> None:
+            await database.execute(notes.insert(), {"text": text})
+            if fail:
+                raise ValueError(text)
+
+        await insert("ok")
+        with pytest.raises(ValueError):
+            await insert("bad", fail=True)
+        assert [r.text for r in await database.fetch_all(notes.select())] == ["ok"]
+
+
+@pytest.mark.asyncio
+async def test_nested_transactions_are_savepoints(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+        async with database.transaction():
+            await database.execute(notes.insert(), {"text": "outer"})
+            with pytest.raises(RuntimeError):
+                async with database.transaction():
+                    await database.execute(notes.insert(), {"text": "inner"})
+                    raise RuntimeError()
+            async with database.transaction():
+                await database.execute(notes.insert(), {"text": "inner2"})
+            async with database.transaction(force_rollback=True):
+                await database.execute(notes.insert(), {"text": "inner3"})
+        texts = sorted(r.text for r in await database.fetch_all(notes.select()))
+        assert texts == ["inner2", "outer"]
+
+
+@pytest.mark.asyncio
+async def test_explicit_finish_inside_the_block(database_url: str, tables: None) -> None:
+    # Upstream raised IndexError at the block's exit (its issue #154).
+    async with Database(database_url) as database:
+        async with database.transaction() as tx:
+            await database.execute(notes.insert(), {"text": "a"})
+            await tx.rollback()
+        async with database.transaction() as tx:
+            await database.execute(notes.insert(), {"text": "b"})
+            await tx.commit()
+        assert [r.text for r in await database.fetch_all(notes.select())] == ["b"]
+
+
+@pytest.mark.asyncio
+async def test_out_of_order_commit_is_a_clear_error(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+        outer = await database.transaction()
+        inner = await database.transaction()
+        with pytest.raises(ProgrammingError, match="inner one first"):
+            await outer.commit()
+        await inner.rollback()
+        await outer.rollback()
+        assert await count(database) == 0
+
+
+@pytest.mark.asyncio
+async def test_recursive_decorated_function(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+
+        @database.transaction()
+        async def insert(depth: int) -> None:
+            await database.execute(notes.insert(), {"text": f"depth {depth}"})
+            if depth < 3:
+                await insert(depth + 1)
+
+        await insert(1)
+        assert await count(database) == 3
+
+
+@pytest.mark.asyncio
+async def test_connection_transaction_and_raw_connection(database_url: str, tables: None) -> None:
+    async with Database(database_url) as database:
+        async with database.connection() as connection:
+            raw = connection.raw_connection
+            assert raw is connection.raw_connection
+            async with connection.transaction():
+                await connection.execute(notes.insert(), {"text": "x"})
+                assert await connection.fetch_val("SELECT COUNT(*) FROM tx_notes") == 1
+        assert await count(database) == 1
+
+
+@pytest.mark.asyncio
+async def test_force_rollback_database(database_url: str, tables: None) -> None:
+    async with Database(database_url, force_rollback=True) as database:
+        await database.execute(notes.insert(), {"text": "gone"})
+        async with database.transaction():
+            await database.execute(notes.insert(), {"text": "gone too"})
+        assert await count(database) == 2
+    async with Database(database_url) as database:
+        assert await count(database) == 0
+
+
+@pytest.mark.asyncio
+async def test_force_rollback_contextmanager(database_url: str, tables: None) -> None:
+    database = Database(database_url)
+    with database.force_rollback():
+        async with database:
+            await database.execute(notes.insert(), {"text": "gone"})
+            assert await count(database) == 1
+    async with database:
+        assert await count(database) == 0
+
+
+@pytest.mark.asyncio
+async def test_force_rollback_is_shared_by_child_tasks(database_url: str, tables: None) -> None:
+    async with Database(database_url, force_rollback=True) as database:
+
+        async def insert(i: int) -> None:
+            await database.execute(notes.insert(), {"text": str(i)})
+
+        await asyncio.gather(*(insert(i) for i in range(5)))
+        assert await count(database) == 5
+
+
+@pytest.mark.asyncio
+async def test_isolation_options(database_url: str, tables: None) -> None:
+    dialect = DatabaseURL(database_url).dialect
+    async with Database(database_url) as database:
+        async with database.transaction(isolation="serializable"):
+            await database.execute(notes.insert(), {"text": "s"})
+        if dialect == "sqlite":
+            with pytest.raises(NotSupportedError):
+                async with database.transaction(isolation="read_committed"):
+                    pass
+            with pytest.raises(NotSupportedError):
+                async with database.transaction(readonly=True):
+                    pass
+        else:
+            async with database.transaction(isolation="repeatable_read", readonly=True):
+                assert await count(database) == 1
+            with pytest.raises(DatabaseError, match="(?i)read.only"):
+                async with database.transaction(readonly=True):
+                    await database.execute(notes.insert(), {"text": "no"})
+        if dialect == "postgresql":
+            async with database.transaction(
+                isolation="serializable", readonly=True, deferrable=True
+            ):
+                assert await count(database) == 1
+        with pytest.raises(TypeError, match="bogus"):
+            database.transaction(bogus=True)
+        with pytest.raises(ValueError, match="isolation"):
+            async with database.transaction(isolation="chaotic"):
+                pass
+        assert await count(database) == 1
+
+
+@pytest.mark.asyncio
+async def test_failed_statement_in_transaction_rolls_back_cleanly(
+    database_url: str, tables: None
+) -> None:
+    async with Database(database_url) as database:
+        with pytest.raises(Exception):
+            async with database.transaction():
+                await database.execute(notes.insert(), {"text": "a"})
+                await database.execute("SELECT * FROM no_such_table")
+        assert await count(database) == 0
+        # The connection that ran it is fine for the next user.
+        assert await database.fetch_val("SELECT 1") == 1
