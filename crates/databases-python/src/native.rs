@@ -22,20 +22,28 @@ fn params_of(values: Option<Py<PyAny>>) -> PyResult<NamedParams> {
     Python::attach(|py| convert::params(values.as_ref().map(|v| v.bind(py))))
 }
 
-fn records(rows: Vec<databases::Record>, spec: Option<Py<PyAny>>) -> PyResult<Py<PyList>> {
+fn records(
+    rows: Vec<databases::Record>,
+    spec: Option<Py<PyAny>>,
+    mysql: bool,
+) -> PyResult<Py<PyList>> {
     Python::attach(|py| {
         let spec = spec.map(|s| s.into_bound(py));
-        let mut builder = Builder::new(py, Spec::from_py(spec.as_ref())?);
+        let mut builder = Builder::new(py, Spec::from_py(spec.as_ref())?, mysql);
         Ok(builder.list(rows)?.unbind())
     })
 }
 
-fn one_record(row: Option<databases::Record>, spec: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+fn one_record(
+    row: Option<databases::Record>,
+    spec: Option<Py<PyAny>>,
+    mysql: bool,
+) -> PyResult<Py<PyAny>> {
     Python::attach(|py| match row {
         None => Ok(py.None()),
         Some(row) => {
             let spec = spec.map(|s| s.into_bound(py));
-            let mut builder = Builder::new(py, Spec::from_py(spec.as_ref())?);
+            let mut builder = Builder::new(py, Spec::from_py(spec.as_ref())?, mysql);
             Ok(builder.record(row)?.into_any().unbind())
         }
     })
@@ -62,6 +70,7 @@ fn released() -> databases::Error {
 #[pyclass(frozen, module = "databases._native")]
 pub(crate) struct NativeDatabase {
     db: Arc<Database>,
+    mysql: bool,
 }
 
 #[pymethods]
@@ -70,7 +79,11 @@ impl NativeDatabase {
     #[new]
     fn new(url: &str) -> PyResult<Self> {
         let db = Database::new(url).map_err(crate::errors::to_py)?;
-        Ok(Self { db: Arc::new(db) })
+        let mysql = db.backend() == databases::Backend::Mysql;
+        Ok(Self {
+            db: Arc::new(db),
+            mysql,
+        })
     }
 
     /// `postgresql`, `mysql` or `sqlite`.
@@ -103,6 +116,7 @@ impl NativeDatabase {
         let conn = run(async move { db.connection().await }).await?;
         Ok(NativeConnection {
             slot: Arc::new(Mutex::new(Some(conn))),
+            mysql: self.mysql,
         })
     }
 
@@ -117,7 +131,7 @@ impl NativeDatabase {
         let params = params_of(values)?;
         let db = self.db.clone();
         let rows = run(async move { db.fetch_all(&sql, params).await }).await?;
-        records(rows, spec)
+        records(rows, spec, self.mysql)
     }
 
     /// Runs a query on a pooled connection and returns its first record, or `None`.
@@ -131,7 +145,7 @@ impl NativeDatabase {
         let params = params_of(values)?;
         let db = self.db.clone();
         let row = run(async move { db.fetch_one(&sql, params).await }).await?;
-        one_record(row, spec)
+        one_record(row, spec, self.mysql)
     }
 
     /// Runs a statement on a pooled connection: `(rows_affected, last_insert_id, returned)`.
@@ -156,6 +170,7 @@ impl NativeDatabase {
 #[pyclass(frozen, module = "databases._native")]
 pub(crate) struct NativeConnection {
     slot: Slot,
+    mysql: bool,
 }
 
 /// Runs `op` on the connection in `slot`, one operation at a time.
@@ -207,7 +222,7 @@ impl NativeConnection {
             Box::pin(async move { c.fetch_all(&sql, params).await })
         })
         .await?;
-        records(rows, spec)
+        records(rows, spec, self.mysql)
     }
 
     /// Runs a query and returns its first record, or `None`.
@@ -223,7 +238,7 @@ impl NativeConnection {
             Box::pin(async move { c.fetch_one(&sql, params).await })
         })
         .await?;
-        one_record(row, spec)
+        one_record(row, spec, self.mysql)
     }
 
     /// Runs a statement: `(rows_affected, last_insert_id, returned)`.
@@ -294,6 +309,7 @@ impl NativeConnection {
         Ok(NativeCursor {
             rx: Arc::new(Mutex::new(rx)),
             spec,
+            mysql: self.mysql,
         })
     }
 
@@ -377,6 +393,7 @@ impl NativeConnection {
 pub(crate) struct NativeCursor {
     rx: Arc<Mutex<mpsc::Receiver<databases::Result<Vec<databases::Record>>>>>,
     spec: Option<Py<PyAny>>,
+    mysql: bool,
 }
 
 #[pymethods]
@@ -390,7 +407,7 @@ impl NativeCursor {
         };
         let spec = Python::attach(|py| self.spec.as_ref().map(|s| s.clone_ref(py)));
         match chunk {
-            Some(Ok(rows)) => records(rows, spec),
+            Some(Ok(rows)) => records(rows, spec, self.mysql),
             Some(Err(e)) => Err(crate::errors::to_py(e)),
             None => Python::attach(|py| Ok(PyList::empty(py).unbind())),
         }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::Timelike;
 use databases::Columns;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError};
 use pyo3::prelude::*;
@@ -56,10 +57,13 @@ pub(crate) struct Builder<'py> {
     processors: Vec<Option<Bound<'py, PyAny>>>,
     extra: Option<Py<PyDict>>,
     meta: Option<(Arc<Columns>, Arc<Meta>)>,
+    /// MySQL `TIME` comes back as a `timedelta`, as the MySQL drivers return it (it is a
+    /// duration of up to 838 hours, not a time of day).
+    time_as_delta: bool,
 }
 
 impl<'py> Builder<'py> {
-    pub(crate) fn new(py: Python<'py>, spec: Spec<'py>) -> Self {
+    pub(crate) fn new(py: Python<'py>, spec: Spec<'py>, time_as_delta: bool) -> Self {
         let processors = spec
             .processors
             .map(|p| {
@@ -73,6 +77,7 @@ impl<'py> Builder<'py> {
             processors,
             extra: spec.extra.map(Bound::unbind),
             meta: None,
+            time_as_delta,
         }
     }
 
@@ -104,6 +109,15 @@ impl<'py> Builder<'py> {
         let values = record.into_values();
         let mut out = Vec::with_capacity(values.len());
         for (i, value) in values.into_iter().enumerate() {
+            let value = match value {
+                databases::Value::Time(t) if self.time_as_delta => databases::Value::Interval {
+                    months: 0,
+                    days: 0,
+                    microseconds: i64::from(t.num_seconds_from_midnight()) * 1_000_000
+                        + i64::from(t.nanosecond() / 1000),
+                },
+                other => other,
+            };
             let v = convert::to_py(py, value)?;
             out.push(match self.processors.get(i) {
                 Some(Some(process)) if !v.is_none() => process.call1((v,))?,
