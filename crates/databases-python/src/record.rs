@@ -151,10 +151,16 @@ impl Record {
                 return Ok(Some(i.extract()?));
             }
         } else if let Ok(i) = key.cast::<PyInt>() {
-            let len = isize::try_from(self.meta.keys.bind(py).len()).unwrap_or(isize::MAX);
-            let i: isize = i.extract()?;
-            let i = if i < 0 { i + len } else { i };
-            return Ok(usize::try_from(i).ok().filter(|&i| (i as isize) < len));
+            let len = self.meta.keys.bind(py).len();
+            let Ok(i) = i.extract::<i64>() else {
+                return Ok(None);
+            };
+            let i = if i < 0 {
+                i64::try_from(len).ok().and_then(|l| l.checked_add(i))
+            } else {
+                Some(i)
+            };
+            return Ok(i.and_then(|i| usize::try_from(i).ok()).filter(|&i| i < len));
         }
         if let Some(extra) = &self.meta.extra {
             let extra = extra.bind(py);

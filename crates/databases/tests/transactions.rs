@@ -415,3 +415,40 @@ async fn isolation_and_read_only_where_the_database_has_them() {
         );
     }
 }
+
+#[tokio::test]
+async fn guardless_transactions_by_depth() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_depth", "x INTEGER").await;
+        let mut conn = t.connection().await.unwrap();
+        assert_eq!(conn.transaction_depth(), 0, "{l}");
+        let outer = conn
+            .begin(databases::TransactionOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(outer, 1, "{l}");
+        conn.execute(&insert("tx_depth"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        let inner = conn
+            .begin(databases::TransactionOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(inner, 2, "{l}");
+        conn.execute(&insert("tx_depth"), params! { "x" => 2 })
+            .await
+            .unwrap();
+        // Only the innermost may finish, and only an open depth.
+        let e = conn.commit_depth(outer).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transaction, "{l}");
+        let e = conn.rollback_depth(3).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transaction, "{l}");
+        conn.rollback_depth(inner).await.unwrap();
+        assert_eq!(conn.transaction_depth(), 1, "{l}");
+        conn.commit_depth(outer).await.unwrap();
+        assert_eq!(conn.transaction_depth(), 0, "{l}");
+        drop(conn);
+        assert_eq!(t.count("tx_depth").await, 1, "{l}");
+    }
+}
