@@ -92,13 +92,13 @@ class Database:
     options (see the README); they may also be given in the URL's query string.
     """
 
+    # URL dialects and the database each selects (any "+driver" suffix selects the same one).
+    # Kept for code that reads it; the backends are in the Rust core and cannot be replaced.
     SUPPORTED_BACKENDS = {
-        "postgresql": "databases.backends.postgres:PostgresBackend",
-        "postgresql+aiopg": "databases.backends.postgres:PostgresBackend",
-        "postgres": "databases.backends.postgres:PostgresBackend",
-        "mysql": "databases.backends.mysql:MySQLBackend",
-        "mysql+asyncmy": "databases.backends.mysql:MySQLBackend",
-        "sqlite": "databases.backends.sqlite:SQLiteBackend",
+        "postgresql": "postgresql",
+        "postgres": "postgresql",
+        "mysql": "mysql",
+        "sqlite": "sqlite",
     }
 
     _connection_map: weakref.WeakKeyDictionary[asyncio.Task, Connection]

@@ -12,8 +12,8 @@
 //! work runs as a task on a shared tokio runtime and the coroutine awaits its `JoinHandle`,
 //! so each await costs one wake from a tokio thread to the event loop. When the awaiting
 //! Python task is cancelled the coroutine is dropped, which aborts the tokio task; the core
-//! then treats the operation as abandoned (it stops the statement on the server and keeps
-//! the connection out of the pool).
+//! then treats the operation as abandoned (it stops the statement and keeps the connection
+//! out of the pool, or brings it back clean).
 
 mod convert;
 mod errors;
@@ -22,8 +22,9 @@ mod record;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
 
@@ -40,26 +41,78 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// A task on [`runtime`] that is aborted when the awaiting coroutine is dropped.
-struct Spawned<T>(tokio::task::JoinHandle<T>);
+/// Set when the interpreter starts to shut down (an `atexit` hook): from then on no thread
+/// of ours may wake an event loop, which would enter an interpreter that is going away.
+static FINALIZING: AtomicBool = AtomicBool::new(false);
+
+/// Called at interpreter exit.
+#[pyfunction]
+fn _shutdown() {
+    FINALIZING.store(true, Ordering::SeqCst);
+}
+
+/// The waker handed to the core's futures: it forwards to the coroutine's waker (which wakes
+/// the event loop) unless the interpreter is shutting down. A late wake from a stale waker
+/// left in some channel is then harmless.
+struct Forward(std::sync::Mutex<Option<Waker>>);
+
+impl Wake for Forward {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if FINALIZING.load(Ordering::SeqCst) {
+            return;
+        }
+        let waker = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A task on [`runtime`], awaited through a [`Forward`] waker and aborted when the awaiting
+/// coroutine is dropped.
+struct Spawned<T> {
+    handle: tokio::task::JoinHandle<T>,
+    forward: Arc<Forward>,
+}
 
 impl<T> Future for Spawned<T> {
     type Output = PyResult<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.map_err(|e| {
-                pyo3::exceptions::PyRuntimeError::new_err(format!(
-                    "the databases worker task failed: {e}"
-                ))
+        {
+            let mut slot = self
+                .forward
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        let waker = Waker::from(self.forward.clone());
+        Pin::new(&mut self.handle)
+            .poll(&mut Context::from_waker(&waker))
+            .map(|joined| {
+                joined.map_err(|e| {
+                    pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "the databases worker task failed: {e}"
+                    ))
+                })
             })
-        })
     }
 }
 
 impl<T> Drop for Spawned<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle.abort();
     }
 }
 
@@ -67,7 +120,12 @@ impl<T> Drop for Spawned<T> {
 async fn run<T: Send + 'static>(
     fut: impl Future<Output = databases::Result<T>> + Send + 'static,
 ) -> PyResult<T> {
-    Spawned(runtime().spawn(fut)).await?.map_err(errors::to_py)
+    Spawned {
+        handle: runtime().spawn(fut),
+        forward: Arc::new(Forward(std::sync::Mutex::new(None))),
+    }
+    .await?
+    .map_err(errors::to_py)
 }
 
 /// The compiled module.
@@ -79,5 +137,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<native::NativeCursor>()?;
     m.add_class::<record::Record>()?;
     errors::register(m)?;
+    let shutdown = wrap_pyfunction!(_shutdown, m)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (shutdown,))?;
     Ok(())
 }

@@ -401,10 +401,7 @@ impl NativeCursor {
     /// The next chunk of records; an empty list at the end.
     async fn fetch(&self) -> PyResult<Py<PyList>> {
         let rx = self.rx.clone();
-        let chunk = {
-            let mut rx = rx.lock().await;
-            rx.recv().await
-        };
+        let chunk = run(async move { Ok(rx.lock().await.recv().await) }).await?;
         let spec = Python::attach(|py| self.spec.as_ref().map(|s| s.clone_ref(py)));
         match chunk {
             Some(Ok(rows)) => records(rows, spec, self.mysql),
@@ -415,7 +412,12 @@ impl NativeCursor {
 
     /// Stops reading: the rest of the result is read and dropped in the background, and the
     /// connection is free again once that ends.
-    async fn close(&self) {
-        self.rx.lock().await.close();
+    async fn close(&self) -> PyResult<()> {
+        let rx = self.rx.clone();
+        run(async move {
+            rx.lock().await.close();
+            Ok(())
+        })
+        .await
     }
 }
