@@ -22,7 +22,7 @@ mod record;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -45,10 +45,20 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// of ours may wake an event loop, which would enter an interpreter that is going away.
 static FINALIZING: AtomicBool = AtomicBool::new(false);
 
-/// Called at interpreter exit.
+/// Wakes in progress on our threads.
+static WAKING: AtomicUsize = AtomicUsize::new(0);
+
+/// Called at interpreter exit: stops further wakes and lets a wake in progress finish (it
+/// may need the GIL, so it is released while waiting, at most a second).
 #[pyfunction]
-fn _shutdown() {
+fn _shutdown(py: Python<'_>) {
     FINALIZING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while WAKING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
 }
 
 /// The waker handed to the core's futures: it forwards to the coroutine's waker (which wakes
@@ -62,17 +72,18 @@ impl Wake for Forward {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if FINALIZING.load(Ordering::SeqCst) {
-            return;
+        WAKING.fetch_add(1, Ordering::SeqCst);
+        if !FINALIZING.load(Ordering::SeqCst) {
+            let waker = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
-        let waker = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        WAKING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
