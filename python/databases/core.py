@@ -581,26 +581,20 @@ class Transaction:
 
     async def commit(self) -> None:
         """Commits (or releases the savepoint)."""
-        connection = self._connection
-        async with connection._transaction_lock:
-            connection, level = self._finish("commit")
-            connection._transaction_stack.pop()
-            self._set_levels(self._levels()[:-1])
-            try:
-                async with connection._query_lock:
-                    await connection._acquired().commit(level.depth)
-            finally:
-                await connection.__aexit__()
+        await self._end("commit")
 
     async def rollback(self) -> None:
         """Rolls back (to the savepoint, for a nested transaction)."""
+        await self._end("rollback")
+
+    async def _end(self, how: str) -> None:
         connection = self._connection
         async with connection._transaction_lock:
-            connection, level = self._finish("roll back")
+            connection, level = self._finish("commit" if how == "commit" else "roll back")
             connection._transaction_stack.pop()
             self._set_levels(self._levels()[:-1])
             try:
                 async with connection._query_lock:
-                    await connection._acquired().rollback(level.depth)
+                    await getattr(connection._acquired(), how)(level.depth)
             finally:
                 await connection.__aexit__()

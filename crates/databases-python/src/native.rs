@@ -66,6 +66,77 @@ fn released() -> databases::Error {
     )
 }
 
+/// Where a query runs: a connection taken from the pool for just this call, or the
+/// connection a Python `Connection` holds.
+enum Target {
+    Pool(Arc<Database>),
+    Held(Slot),
+}
+
+impl Target {
+    /// Runs `op` on the target's connection, one operation at a time on a held one.
+    async fn run<T, F>(self, op: F) -> PyResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Connection) -> BoxFuture<'c, databases::Result<T>>
+            + Send
+            + 'static,
+    {
+        run(async move {
+            match self {
+                Self::Pool(db) => op(&mut db.connection().await?).await,
+                Self::Held(slot) => match slot.lock_owned().await.as_mut() {
+                    Some(conn) => op(conn).await,
+                    None => Err(released()),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn fetch_all(
+        self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+        mysql: bool,
+    ) -> PyResult<Py<PyList>> {
+        let params = params_of(values)?;
+        let rows = self
+            .run(move |c| Box::pin(async move { c.fetch_all(&sql, params).await }))
+            .await?;
+        records(rows, spec, mysql)
+    }
+
+    async fn fetch_one(
+        self,
+        sql: String,
+        values: Option<Py<PyAny>>,
+        spec: Option<Py<PyAny>>,
+        mysql: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let params = params_of(values)?;
+        let row = self
+            .run(move |c| Box::pin(async move { c.fetch_one(&sql, params).await }))
+            .await?;
+        one_record(row, spec, mysql)
+    }
+
+    async fn execute(self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
+        let params = params_of(values)?;
+        let result = self
+            .run(move |c| Box::pin(async move { c.execute_result(&sql, params).await }))
+            .await?;
+        execute_result(result)
+    }
+
+    async fn execute_many(self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
+        let rows = Python::attach(|py| convert::many_params(values.bind(py)))?;
+        self.run(move |c| Box::pin(async move { c.execute_many(&sql, rows).await }))
+            .await
+    }
+}
+
 /// A pool of connections for one database URL (the core's `Database`).
 #[pyclass(frozen, module = "databases._native")]
 pub(crate) struct NativeDatabase {
@@ -128,10 +199,7 @@ impl NativeDatabase {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyList>> {
-        let params = params_of(values)?;
-        let db = self.db.clone();
-        let rows = run(async move { db.fetch_all(&sql, params).await }).await?;
-        records(rows, spec, self.mysql)
+        self.target().fetch_all(sql, values, spec, self.mysql).await
     }
 
     /// Runs a query on a pooled connection and returns its first record, or `None`.
@@ -142,27 +210,25 @@ impl NativeDatabase {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let params = params_of(values)?;
-        let db = self.db.clone();
-        let row = run(async move { db.fetch_one(&sql, params).await }).await?;
-        one_record(row, spec, self.mysql)
+        self.target().fetch_one(sql, values, spec, self.mysql).await
     }
 
     /// Runs a statement on a pooled connection: `(rows_affected, last_insert_id, returned)`.
     #[pyo3(signature = (sql, values = None))]
     async fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
-        let params = params_of(values)?;
-        let db = self.db.clone();
-        let result = run(async move { db.execute_result(&sql, params).await }).await?;
-        execute_result(result)
+        self.target().execute(sql, values).await
     }
 
     /// Runs a statement once per parameter dict, on one pooled connection; returns the rows
     /// affected in all.
     async fn execute_many(&self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
-        let rows = Python::attach(|py| convert::many_params(values.bind(py)))?;
-        let db = self.db.clone();
-        run(async move { db.execute_many(&sql, rows).await }).await
+        self.target().execute_many(sql, values).await
+    }
+}
+
+impl NativeDatabase {
+    fn target(&self) -> Target {
+        Target::Pool(self.db.clone())
     }
 }
 
@@ -171,23 +237,6 @@ impl NativeDatabase {
 pub(crate) struct NativeConnection {
     slot: Slot,
     mysql: bool,
-}
-
-/// Runs `op` on the connection in `slot`, one operation at a time.
-async fn with_conn<T, F>(slot: &Slot, op: F) -> PyResult<T>
-where
-    T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut Connection) -> BoxFuture<'c, databases::Result<T>> + Send + 'static,
-{
-    let slot = slot.clone();
-    run(async move {
-        let mut guard = slot.lock_owned().await;
-        match guard.as_mut() {
-            Some(conn) => op(conn).await,
-            None => Err(released()),
-        }
-    })
-    .await
 }
 
 fn isolation_of(name: &str) -> PyResult<IsolationLevel> {
@@ -217,12 +266,7 @@ impl NativeConnection {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyList>> {
-        let params = params_of(values)?;
-        let rows = with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.fetch_all(&sql, params).await })
-        })
-        .await?;
-        records(rows, spec, self.mysql)
+        self.target().fetch_all(sql, values, spec, self.mysql).await
     }
 
     /// Runs a query and returns its first record, or `None`.
@@ -233,32 +277,18 @@ impl NativeConnection {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let params = params_of(values)?;
-        let row = with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.fetch_one(&sql, params).await })
-        })
-        .await?;
-        one_record(row, spec, self.mysql)
+        self.target().fetch_one(sql, values, spec, self.mysql).await
     }
 
     /// Runs a statement: `(rows_affected, last_insert_id, returned)`.
     #[pyo3(signature = (sql, values = None))]
     async fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
-        let params = params_of(values)?;
-        let result = with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.execute_result(&sql, params).await })
-        })
-        .await?;
-        execute_result(result)
+        self.target().execute(sql, values).await
     }
 
     /// Runs a statement once per parameter dict; returns the rows affected in all.
     async fn execute_many(&self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
-        let rows = Python::attach(|py| convert::many_params(values.bind(py)))?;
-        with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.execute_many(&sql, rows).await })
-        })
-        .await
+        self.target().execute_many(sql, values).await
     }
 
     /// Starts a query whose records are read in chunks.
@@ -331,40 +361,23 @@ impl NativeConnection {
         if deferrable {
             options = options.deferrable(true);
         }
-        with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.begin(options).await })
-        })
-        .await
+        self.target()
+            .run(move |c| Box::pin(async move { c.begin(options).await }))
+            .await
     }
 
     /// Commits the transaction at `depth` (the innermost).
     async fn commit(&self, depth: u32) -> PyResult<()> {
-        with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.commit_depth(depth).await })
-        })
-        .await
+        self.target()
+            .run(move |c| Box::pin(async move { c.commit_depth(depth).await }))
+            .await
     }
 
     /// Rolls back the transaction at `depth` (the innermost).
     async fn rollback(&self, depth: u32) -> PyResult<()> {
-        with_conn(&self.slot, move |c| {
-            Box::pin(async move { c.rollback_depth(depth).await })
-        })
-        .await
-    }
-
-    /// How many transactions are open on the connection (0 once released).
-    async fn transaction_depth(&self) -> u32 {
-        let slot = self.slot.clone();
-        let depth = run(async move {
-            Ok(slot
-                .lock_owned()
-                .await
-                .as_ref()
-                .map_or(0, Connection::transaction_depth))
-        })
-        .await;
-        depth.unwrap_or(0)
+        self.target()
+            .run(move |c| Box::pin(async move { c.rollback_depth(depth).await }))
+            .await
     }
 
     /// Returns the connection to the pool (once the operation in progress, if any, ends).
@@ -377,14 +390,11 @@ impl NativeConnection {
         })
         .await
     }
+}
 
-    /// The backend name: `postgresql`, `mysql` or `sqlite`; `None` once released.
-    #[getter]
-    fn backend(&self) -> Option<&'static str> {
-        self.slot
-            .try_lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|c| c.backend().name()))
+impl NativeConnection {
+    fn target(&self) -> Target {
+        Target::Held(self.slot.clone())
     }
 }
 
