@@ -7,7 +7,7 @@ import collections.abc
 
 from databases._native import Record
 from databases._native import __version__ as __version__
-from databases.core import Connection, Database, DatabaseURL, Transaction
+from databases.core import Connection, Database, DatabaseURL, ExecuteResult, Transaction
 from databases.exceptions import (
     DatabaseError,
     DataError,
@@ -29,6 +29,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseURL",
     "Error",
+    "ExecuteResult",
     "IntegrityError",
     "InterfaceError",
     "InternalError",

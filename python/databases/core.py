@@ -32,7 +32,7 @@ if typing.TYPE_CHECKING:
 
     from databases._compile import Compiler
 
-__all__ = ["Connection", "Database", "DatabaseURL", "Transaction"]
+__all__ = ["Connection", "Database", "DatabaseURL", "ExecuteResult", "Transaction"]
 
 logger = logging.getLogger("databases")
 
@@ -49,6 +49,19 @@ _OPTION_ALIASES = {
     "timeout": "connect_timeout",
     "statement_cache_size": "statement_cache",
 }
+
+
+class ExecuteResult(typing.NamedTuple):
+    """What a statement did, from ``execute_result()``: everything the database reports."""
+
+    #: Rows inserted, updated or deleted (0 for a query), on every database.
+    rows_affected: int
+    #: The id of the row the statement inserted (SQLite's rowid, MySQL's AUTO_INCREMENT
+    #: value), or ``None``. PostgreSQL has no such value: use ``INSERT ... RETURNING id``,
+    #: whose value is in ``returned``.
+    last_insert_id: int | None
+    #: The first column of the first row the statement returned (``RETURNING``), or ``None``.
+    returned: typing.Any
 
 
 class _NotAcquired(InterfaceError, AssertionError):
@@ -271,6 +284,15 @@ class Database:
         async with self.connection() as connection:
             return await connection.execute(query, values)
 
+    async def execute_result(self, query: Query, values: dict | None = None) -> ExecuteResult:
+        """Runs a statement like ``execute()`` and returns all the database reports about it:
+        the affected row count, the inserted id and the returned value (not in upstream)."""
+        if self._idle_task():
+            sql, params, _ = self._compile(query, values)
+            return ExecuteResult(*await self._native.execute(sql, params))
+        async with self.connection() as connection:
+            return await connection.execute_result(query, values)
+
     async def execute_many(self, query: Query, values: list) -> None:
         """Runs a statement once per dict in ``values``, in one call (pipelined or batched)."""
         if self._idle_task():
@@ -280,22 +302,23 @@ class Database:
         async with self.connection() as connection:
             return await connection.execute_many(query, values)
 
-    async def iterate(
-        self, query: Query, values: dict | None = None
-    ) -> typing.AsyncGenerator[_native.Record, None]:
-        """The rows of a query, read from the database in chunks."""
-        async with self.connection() as connection:
-            async for record in connection.iterate(query, values):
-                yield record
+    def iterate(self, query: Query, values: dict | None = None) -> _Rows:
+        """The rows of a query, read from the database in chunks, on this task's connection.
+
+        Queries inside the loop work (on the same connection, so in the same transaction);
+        leaving the loop early stops the query. See ``_Rows``."""
+        return _Rows(self, None, query, values)
 
     def connection(self) -> Connection:
         """This task's connection (the shared one in ``force_rollback`` mode). It takes a
         pooled connection when entered with ``async with`` or when a transaction starts."""
         if self._global_connection is not None:
             return self._global_connection
-        connection = self._connection
+        task = self._current_task
+        connection = self._connection_map.get(task)
         if connection is None:
-            connection = self._connection = Connection(self)
+            connection = self._connection_map[task] = Connection(self)
+            connection._task = task
         return connection
 
     def transaction(self, *, force_rollback: bool = False, **kwargs: typing.Any) -> Transaction:
@@ -331,6 +354,8 @@ class Connection:
         self._transaction_lock = asyncio.Lock()
         self._transaction_stack: list[Transaction] = []
         self._query_lock = asyncio.Lock()
+        # The task whose connection this is, for Database.connection().
+        self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Connection:
         async with self._connection_lock:
@@ -357,11 +382,24 @@ class Connection:
                 try:
                     await native.release()
                 finally:
-                    if self is not self._database._global_connection:
-                        try:
-                            self._database._connection = None
-                        except RuntimeError:
-                            pass
+                    self._forget()
+
+    def _leave_soon(self) -> None:
+        """Leaves like ``__aexit__`` without awaiting, for code that cannot await (a
+        finalizer): when this was the last user, the connection goes back to the pool in the
+        background."""
+        self._connection_counter -= 1
+        if self._connection_counter == 0:
+            native, self._native = self._native, None
+            if native is not None:
+                native.release_soon()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drops this connection from its task's slot, so the task's next block takes a new one."""
+        task = self._task
+        if task is not None and self._database._connection_map.get(task) is self:
+            del self._database._connection_map[task]
 
     def _acquired(self) -> _native.NativeConnection:
         if self._native is None:
@@ -396,26 +434,19 @@ class Connection:
             result = await self._acquired().execute(sql, params)
         return self._database._execute_value(result)
 
+    async def execute_result(self, query: Query, values: dict | None = None) -> ExecuteResult:
+        sql, params, _ = self._database._compile(query, values)
+        async with self._query_lock:
+            result = await self._acquired().execute(sql, params)
+        return ExecuteResult(*result)
+
     async def execute_many(self, query: Query, values: list) -> None:
         sql, rows = self._database._compile_many(query, values)
         async with self._query_lock:
             await self._acquired().execute_many(sql, rows)
 
-    async def iterate(
-        self, query: Query, values: dict | None = None
-    ) -> typing.AsyncGenerator[typing.Any, None]:
-        sql, params, spec = self._database._compile(query, values)
-        async with self._query_lock:
-            cursor = self._acquired().iterate(sql, params, spec)
-            try:
-                while True:
-                    chunk = await cursor.fetch()
-                    if not chunk:
-                        break
-                    for record in chunk:
-                        yield record
-            finally:
-                await cursor.close()
+    def iterate(self, query: Query, values: dict | None = None) -> _Rows:
+        return _Rows(self._database, self, query, values)
 
     def transaction(self, *, force_rollback: bool = False, **kwargs: typing.Any) -> Transaction:
         def connection_callable() -> Connection:
@@ -440,6 +471,116 @@ class Connection:
         if values:
             return query.values(**values)  # type: ignore[attr-defined]
         return query
+
+
+_END = object()
+
+
+class _Rows:
+    """What ``iterate()`` returns: an async iterator over a query's records, which the
+    database sends a chunk at a time (upstream returned an async generator).
+
+    - A query issued inside the loop runs on the same connection, so it sees the
+      transaction's writes: the rest of this query's rows are first read into memory (a
+      connection runs one statement at a time). Upstream deadlocked here (its issue #176).
+    - Leaving the loop early (``break``, an exception) stops the query as soon as this
+      object is dropped, without waiting for the event loop to finalize a generator; on
+      PostgreSQL and MySQL the rest of the rows are read and dropped in the background, so
+      that the connection stays usable. ``aclose()`` does the same explicitly.
+    - A cancelled loop stops the statement as any cancelled operation does.
+    """
+
+    __slots__ = (
+        "_database",
+        "_connection",
+        "_query",
+        "_entered",
+        "_cursor",
+        "_records",
+        "_started",
+    )
+
+    def __init__(
+        self,
+        database: Database,
+        connection: Connection | None,
+        query: Query,
+        values: dict | None,
+    ) -> None:
+        self._database = database
+        # None: the iterating task's connection, entered for the loop's duration.
+        self._connection = connection
+        self._query = (query, values)
+        self._entered: Connection | None = None
+        self._cursor: _native.NativeCursor | None = None
+        self._records: typing.Iterator[_native.Record] = iter(())
+        self._started = False
+
+    def __aiter__(self) -> _Rows:
+        return self
+
+    async def __anext__(self) -> _native.Record:
+        record = next(self._records, _END)
+        if record is not _END:
+            return record  # type: ignore[return-value]
+        cursor = self._cursor
+        if cursor is None:
+            if self._started:
+                raise StopAsyncIteration
+            cursor = await self._start()
+        try:
+            chunk = await cursor.fetch()
+        except asyncio.CancelledError:
+            self._stop(cancelled=True)
+            raise
+        except BaseException:
+            self._stop()
+            raise
+        if not chunk:
+            self._cursor = None
+            entered, self._entered = self._entered, None
+            if entered is not None:
+                await entered.__aexit__()
+            raise StopAsyncIteration
+        self._records = iter(chunk)
+        return next(self._records)
+
+    async def _start(self) -> _native.NativeCursor:
+        self._started = True
+        query, values = self._query
+        sql, params, spec = self._database._compile(query, values)
+        connection = self._connection
+        if connection is None:
+            connection = self._database.connection()
+            await connection.__aenter__()
+            self._entered = connection
+        try:
+            self._cursor = connection._acquired().iterate(sql, params, spec)
+        except BaseException:
+            self._stop()
+            raise
+        return self._cursor
+
+    def _stop(self, cancelled: bool = False) -> None:
+        self._started = True
+        self._records = iter(())
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            if cancelled:
+                cursor.cancel()
+            else:
+                cursor.close()
+        entered, self._entered = self._entered, None
+        if entered is not None:
+            entered._leave_soon()
+
+    async def aclose(self) -> None:
+        """Stops the query (as leaving the loop early does)."""
+        self._stop()
+
+    def __del__(self) -> None:
+        if self._cursor is not None or self._entered is not None:
+            self._stop()
 
 
 class _Level:

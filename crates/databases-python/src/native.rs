@@ -1,13 +1,14 @@
 //! The database, connection and cursor objects that the Python package wraps.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use databases::{Connection, Database, IsolationLevel, NamedParams, TransactionOptions};
 use futures_util::future::BoxFuture;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 
 use crate::record::{Builder, Spec};
 use crate::{convert, run, runtime};
@@ -15,8 +16,53 @@ use crate::{convert, run, runtime};
 /// Rows per chunk handed from an `iterate` query to Python.
 const CHUNK_ROWS: usize = 500;
 
-/// A connection slot: `None` once released.
-type Slot = Arc<Mutex<Option<Connection>>>;
+/// The connection a Python `Connection` holds, and what the operations on it signal to an
+/// `iterate` that is reading from it.
+#[derive(Default)]
+struct Held {
+    /// `None` once released.
+    conn: Mutex<Option<Connection>>,
+    /// Operations waiting for `conn`. An `iterate` in progress that sees one reads the rest
+    /// of its rows into memory and lets the connection go, so that a query inside the loop
+    /// runs instead of waiting for a loop that waits for it.
+    waiting: AtomicUsize,
+    /// Set once the connection is being given back: an `iterate` still running stops.
+    releasing: AtomicBool,
+    /// Woken when `waiting` or `releasing` change.
+    changed: Notify,
+}
+
+impl Held {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn: Mutex::new(Some(conn)),
+            ..Self::default()
+        }
+    }
+
+    /// Waits for the connection, telling an `iterate` in progress that someone is waiting.
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, Option<Connection>> {
+        struct Waiting<'a>(&'a Held);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(self);
+        self.changed.notify_waiters();
+        let guard = self.conn.lock().await;
+        drop(waiting);
+        guard
+    }
+
+    fn release_soon(&self) {
+        self.releasing.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+type Slot = Arc<Held>;
 
 fn params_of(values: Option<Py<PyAny>>) -> PyResult<NamedParams> {
     Python::attach(|py| convert::params(values.as_ref().map(|v| v.bind(py))))
@@ -85,7 +131,7 @@ impl Target {
         run(async move {
             match self {
                 Self::Pool(db) => op(&mut db.connection().await?).await,
-                Self::Held(slot) => match slot.lock_owned().await.as_mut() {
+                Self::Held(slot) => match slot.lock().await.as_mut() {
                     Some(conn) => op(conn).await,
                     None => Err(released()),
                 },
@@ -186,7 +232,7 @@ impl NativeDatabase {
         let db = self.db.clone();
         let conn = run(async move { db.connection().await }).await?;
         Ok(NativeConnection {
-            slot: Arc::new(Mutex::new(Some(conn))),
+            slot: Arc::new(Held::new(conn)),
             mysql: self.mysql,
         })
     }
@@ -291,7 +337,7 @@ impl NativeConnection {
         self.target().execute_many(sql, values).await
     }
 
-    /// Starts a query whose records are read in chunks.
+    /// Starts a query whose records are read in chunks (see [`NativeCursor`]).
     #[pyo3(signature = (sql, values = None, spec = None))]
     fn iterate(
         &self,
@@ -300,44 +346,25 @@ impl NativeConnection {
         spec: Option<Py<PyAny>>,
     ) -> PyResult<NativeCursor> {
         let params = params_of(values)?;
-        let (tx, rx) = mpsc::channel::<databases::Result<Vec<databases::Record>>>(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let flow = Arc::new(Flow::new());
         let slot = self.slot.clone();
+        let producer_flow = flow.clone();
         runtime().spawn(async move {
-            let mut guard = slot.lock_owned().await;
+            let mut guard = slot.lock().await;
             let Some(conn) = guard.as_mut() else {
-                let _ = tx.send(Err(released())).await;
+                let _ = tx.send(Err(released()));
                 return;
             };
-            let mut rows = conn.iterate(&sql, params);
-            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-            loop {
-                match rows.try_next().await {
-                    Ok(Some(row)) => {
-                        chunk.push(row);
-                        if chunk.len() == CHUNK_ROWS
-                            && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
-                        {
-                            // The reader went away: read the rest, so that the connection
-                            // is left between statements rather than abandoned.
-                            while let Ok(Some(_)) = rows.try_next().await {}
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        if !chunk.is_empty() {
-                            let _ = tx.send(Ok(chunk)).await;
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
+            // SQLite stops a dropped statement without harm to the connection; PostgreSQL and
+            // MySQL would discard it, so there the rest of an abandoned result is read instead.
+            let drain = conn.backend() != databases::Backend::Sqlite;
+            let rows = conn.iterate(&sql, params);
+            produce(rows, &tx, &producer_flow, &slot, drain).await;
         });
         Ok(NativeCursor {
             rx: Arc::new(Mutex::new(rx)),
+            flow,
             spec,
             mysql: self.mysql,
         })
@@ -380,15 +407,27 @@ impl NativeConnection {
             .await
     }
 
-    /// Returns the connection to the pool (once the operation in progress, if any, ends).
+    /// Returns the connection to the pool, once the operation in progress, if any, ends (an
+    /// `iterate` still running is stopped).
     async fn release(&self) -> PyResult<()> {
         let slot = self.slot.clone();
+        slot.release_soon();
         run(async move {
-            let conn = slot.lock_owned().await.take();
+            let conn = slot.conn.lock().await.take();
             drop(conn);
             Ok(())
         })
         .await
+    }
+
+    /// Like `release`, without waiting: for code that cannot await (a finalizer).
+    fn release_soon(&self) {
+        let slot = self.slot.clone();
+        slot.release_soon();
+        runtime().spawn(async move {
+            let conn = slot.conn.lock().await.take();
+            drop(conn);
+        });
     }
 }
 
@@ -398,10 +437,198 @@ impl NativeConnection {
     }
 }
 
+/// A chunk of records, or the error that ended an `iterate`.
+type Chunk = databases::Result<Vec<databases::Record>>;
+
+/// What the reader of an `iterate` tells its producer.
+struct Flow {
+    /// Chunks the reader asked for and the producer has not read yet.
+    credits: Semaphore,
+    /// The reader is gone: stop.
+    stop: AtomicU8,
+    /// Woken when `stop` is set.
+    changed: Notify,
+}
+
+/// Values of [`Flow::stop`].
+const GOING: u8 = 0;
+/// The reader left the loop (`break`, an error): the connection must stay usable.
+const LEFT: u8 = 1;
+/// The reader was cancelled: the statement is stopped, as any cancelled operation.
+const CANCELLED: u8 = 2;
+
+impl Flow {
+    fn new() -> Self {
+        Self {
+            // The first chunk is read at once.
+            credits: Semaphore::new(1),
+            stop: AtomicU8::new(GOING),
+            changed: Notify::new(),
+        }
+    }
+
+    fn stop(&self, how: u8) {
+        let _ = self
+            .stop
+            .compare_exchange(GOING, how, Ordering::SeqCst, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+/// What the producer of an `iterate` does next.
+enum Turn {
+    /// The reader wants a chunk.
+    Read,
+    /// Another operation waits for the connection: read everything now, into memory.
+    Spill,
+    /// The reader is gone; the value of [`Flow::stop`].
+    Stop(u8),
+    /// The connection is being given back under a reader that is still there.
+    Release,
+}
+
+async fn next_turn(flow: &Flow, held: &Held) -> Turn {
+    loop {
+        let flow_changed = flow.changed.notified();
+        let held_changed = held.changed.notified();
+        tokio::pin!(flow_changed, held_changed);
+        flow_changed.as_mut().enable();
+        held_changed.as_mut().enable();
+        if let Some(turn) = pending_turn(flow, held) {
+            return turn;
+        }
+        if held.waiting.load(Ordering::SeqCst) > 0 {
+            return Turn::Spill;
+        }
+        tokio::select! {
+            () = &mut flow_changed => {}
+            () = &mut held_changed => {}
+            permit = flow.credits.acquire() => {
+                if let Ok(permit) = permit {
+                    permit.forget();
+                }
+                return Turn::Read;
+            }
+        }
+    }
+}
+
+/// A stop or release that ends the production at once.
+fn pending_turn(flow: &Flow, held: &Held) -> Option<Turn> {
+    match flow.stop.load(Ordering::SeqCst) {
+        GOING if held.releasing.load(Ordering::SeqCst) => Some(Turn::Release),
+        GOING => None,
+        how => Some(Turn::Stop(how)),
+    }
+}
+
+/// Reads `rows` in chunks for the reader of an `iterate`, as fast as it asks for them, and
+/// all at once if another operation waits for the connection. A reader that leaves has the
+/// rest of the rows read and dropped when `drain` is set (the connection stays usable), and
+/// the statement stopped otherwise; a cancelled reader always has it stopped.
+async fn produce(
+    mut rows: databases::RowStream<'_>,
+    tx: &mpsc::UnboundedSender<Chunk>,
+    flow: &Flow,
+    held: &Held,
+    drain: bool,
+) {
+    let mut spilling = false;
+    loop {
+        let turn = if spilling {
+            pending_turn(flow, held).unwrap_or(Turn::Spill)
+        } else {
+            next_turn(flow, held).await
+        };
+        match turn {
+            Turn::Read => {}
+            Turn::Spill => spilling = true,
+            Turn::Stop(how) => {
+                if drain && how == LEFT {
+                    let rest = async { while let Ok(Some(_)) = rows.try_next().await {} };
+                    tokio::select! {
+                        () = rest => {}
+                        () = interrupted(flow, held, drain) => {}
+                    }
+                }
+                return;
+            }
+            Turn::Release => {
+                let _ = tx.send(Err(databases::Error::new(
+                    databases::ErrorKind::NotConnected,
+                    "the connection was released while its rows were being read: \
+                     read them inside the `async with` block that holds the connection",
+                )));
+                return;
+            }
+        }
+        let read = async {
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => {
+                        chunk.push(row);
+                        if chunk.len() == CHUNK_ROWS {
+                            return Ok((chunk, false));
+                        }
+                    }
+                    Ok(None) => return Ok((chunk, true)),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let read = tokio::select! {
+            biased;
+            read = read => read,
+            // Cancelled or released while the server works: stop the statement now.
+            () = interrupted(flow, held, drain) => return,
+        };
+        let (chunk, end) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+            flow.stop(LEFT);
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// Completes when an `iterate` must stop at once, even in the middle of reading: its reader
+/// was cancelled, or left when `drain` is off, or the connection is being given back.
+async fn interrupted(flow: &Flow, held: &Held, drain: bool) {
+    loop {
+        let flow_changed = flow.changed.notified();
+        let held_changed = held.changed.notified();
+        tokio::pin!(flow_changed, held_changed);
+        flow_changed.as_mut().enable();
+        held_changed.as_mut().enable();
+        let stop = flow.stop.load(Ordering::SeqCst);
+        if stop == CANCELLED || (stop == LEFT && !drain) || held.releasing.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::select! {
+            () = &mut flow_changed => {}
+            () = &mut held_changed => {}
+        }
+    }
+}
+
 /// The records of an `iterate` query, read a chunk at a time.
+///
+/// The query runs on a tokio task that holds the connection and reads one chunk ahead of the
+/// reader. Another operation on the same connection (a query inside the loop) makes it read
+/// the rest of the rows into memory and let the connection go. Closing the cursor, or
+/// dropping it, stops the query.
 #[pyclass(frozen, module = "databases._native")]
 pub(crate) struct NativeCursor {
-    rx: Arc<Mutex<mpsc::Receiver<databases::Result<Vec<databases::Record>>>>>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Chunk>>>,
+    flow: Arc<Flow>,
     spec: Option<Py<PyAny>>,
     mysql: bool,
 }
@@ -411,6 +638,7 @@ impl NativeCursor {
     /// The next chunk of records; an empty list at the end.
     async fn fetch(&self) -> PyResult<Py<PyList>> {
         let rx = self.rx.clone();
+        self.flow.credits.add_permits(1);
         let chunk = run(async move { Ok(rx.lock().await.recv().await) }).await?;
         let spec = Python::attach(|py| self.spec.as_ref().map(|s| s.clone_ref(py)));
         match chunk {
@@ -420,14 +648,22 @@ impl NativeCursor {
         }
     }
 
-    /// Stops reading: the rest of the result is read and dropped in the background, and the
-    /// connection is free again once that ends.
-    async fn close(&self) -> PyResult<()> {
-        let rx = self.rx.clone();
-        run(async move {
-            rx.lock().await.close();
-            Ok(())
-        })
-        .await
+    /// Stops reading, keeping the connection usable: on PostgreSQL and MySQL the rest of the
+    /// result is read and dropped in the background, and the connection is free once that
+    /// ends. Does nothing after the end.
+    fn close(&self) {
+        self.flow.stop(LEFT);
+    }
+
+    /// Stops reading because the reader was cancelled: the statement is stopped as for any
+    /// cancelled operation (on PostgreSQL and MySQL the connection is then discarded).
+    fn cancel(&self) {
+        self.flow.stop(CANCELLED);
+    }
+}
+
+impl Drop for NativeCursor {
+    fn drop(&mut self) {
+        self.flow.stop(LEFT);
     }
 }

@@ -16,6 +16,7 @@ use crate::url::DatabaseUrl;
 /// | [`max_size`](Self::max_size) | `max_size` | 10 (1 for in-memory SQLite) |
 /// | [`acquire_timeout`](Self::acquire_timeout) | `acquire_timeout` (seconds) | 30 s |
 /// | [`pool_recycle`](Self::pool_recycle) | `pool_recycle` (seconds) | never |
+/// | [`disconnect_timeout`](Self::disconnect_timeout) | `disconnect_timeout` (seconds) | 10 s |
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DatabaseOptions {
     force_rollback: Option<bool>,
@@ -23,6 +24,7 @@ pub struct DatabaseOptions {
     max_size: Option<u32>,
     acquire_timeout: Option<Duration>,
     pool_recycle: Option<Duration>,
+    disconnect_timeout: Option<Duration>,
 }
 
 impl DatabaseOptions {
@@ -68,11 +70,21 @@ impl DatabaseOptions {
         self.pool_recycle = Some(age);
         self
     }
+
+    /// How long [`crate::Database::disconnect`] waits for connections that callers still
+    /// hold. After that it closes them: their operations fail with
+    /// [`crate::ErrorKind::NotConnected`], and one in progress is stopped.
+    #[must_use]
+    pub fn disconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.disconnect_timeout = Some(timeout);
+        self
+    }
 }
 
 /// Options every backend understands.
 const COMMON_OPTIONS: &[&str] = &[
     "acquire_timeout",
+    "disconnect_timeout",
     "force_rollback",
     "max_size",
     "min_size",
@@ -88,6 +100,7 @@ pub(crate) struct Config {
     pub(crate) max_size: u32,
     pub(crate) acquire_timeout: Duration,
     pub(crate) pool_recycle: Option<Duration>,
+    pub(crate) disconnect_timeout: Duration,
     pub(crate) backend: crate::backend::BackendConfig,
 }
 
@@ -131,6 +144,13 @@ impl Config {
         )?
         .unwrap_or(Duration::from_secs(30));
         let pool_recycle = pick(options.pool_recycle, &url, "pool_recycle", parse_seconds)?;
+        let disconnect_timeout = pick(
+            options.disconnect_timeout,
+            &url,
+            "disconnect_timeout",
+            parse_seconds,
+        )?
+        .unwrap_or(Duration::from_secs(10));
         let (min_size, max_size) = if backend.in_memory() {
             // One connection holds the whole in-memory database: every caller shares it.
             (1, 1)
@@ -159,6 +179,7 @@ impl Config {
             max_size,
             acquire_timeout,
             pool_recycle,
+            disconnect_timeout,
             backend,
         })
     }
@@ -268,10 +289,33 @@ mod tests {
     }
 
     #[test]
+    fn disconnect_timeout_from_url_or_options() {
+        let c = config(
+            "sqlite:///x.db?disconnect_timeout=0.25",
+            &DatabaseOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(c.disconnect_timeout, Duration::from_millis(250));
+        let c = config(
+            "sqlite:///x.db?disconnect_timeout=0.25",
+            &DatabaseOptions::new().disconnect_timeout(Duration::ZERO),
+        )
+        .unwrap();
+        assert_eq!(c.disconnect_timeout, Duration::ZERO);
+        let e = config(
+            "sqlite:///x.db?disconnect_timeout=soon",
+            &DatabaseOptions::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("'disconnect_timeout'"), "{e}");
+    }
+
+    #[test]
     fn defaults() {
         let c = config("sqlite:///x.db", &DatabaseOptions::new()).unwrap();
         assert_eq!((c.min_size, c.max_size), (1, 10));
         assert_eq!(c.acquire_timeout, Duration::from_secs(30));
+        assert_eq!(c.disconnect_timeout, Duration::from_secs(10));
         let c = config("sqlite://", &DatabaseOptions::new().max_size(8)).unwrap();
         assert_eq!(
             (c.min_size, c.max_size),

@@ -1,12 +1,15 @@
 //! [`Connection`]: one pooled connection held by a caller.
 
-use futures_util::TryStreamExt;
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::backend::BoundQuery;
 use crate::error::{Error, Result};
 use crate::params::{IntoParams, rewrite};
-use crate::pool::Handle;
+use crate::pool::{Closing, Handle, Lease};
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
 use crate::transaction::{Transaction, TransactionOptions, TxConn};
@@ -46,6 +49,8 @@ impl ExecuteResult {
 /// transaction has that transaction rolled back before anyone else can use it.
 pub struct Connection {
     pub(crate) handle: Handle,
+    /// Counts this connection as held until dropped, and lets `disconnect` close it.
+    lease: Lease,
 }
 
 impl std::fmt::Debug for Connection {
@@ -57,9 +62,48 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Runs `op` unless `disconnect` closes the connection first (`op` is then dropped, which
+/// stops its statement as for any abandoned operation).
+async fn guarded<T>(closing: &Closing, op: impl Future<Output = Result<T>>) -> Result<T> {
+    if closing.is_closed() {
+        return Err(closing.error());
+    }
+    tokio::select! {
+        biased;
+        result = op => result,
+        () = closing.closed() => Err(closing.error()),
+    }
+}
+
+/// `rows`, ended by an error if `disconnect` closes the connection first.
+fn guarded_stream<'a>(
+    closing: Arc<Closing>,
+    rows: BoxStream<'a, Result<Record>>,
+) -> BoxStream<'a, Result<Record>> {
+    Box::pin(futures_util::stream::unfold(
+        Some((rows, closing)),
+        |state| async move {
+            let (mut rows, closing) = state?;
+            if closing.is_closed() {
+                return Some((Err(closing.error()), None));
+            }
+            tokio::select! {
+                biased;
+                item = rows.next() => Some((item?, Some((rows, closing)))),
+                () = closing.closed() => Some((Err(closing.error()), None)),
+            }
+        },
+    ))
+}
+
 impl Connection {
-    pub(crate) fn new(handle: Handle) -> Self {
-        Self { handle }
+    pub(crate) fn new(handle: Handle, lease: Lease) -> Self {
+        Self { handle, lease }
+    }
+
+    /// The handle on which `disconnect` closes this connection.
+    fn closing(&self) -> Arc<Closing> {
+        self.lease.closing().clone()
     }
 
     /// The database engine behind this connection.
@@ -87,7 +131,8 @@ impl Connection {
 
     /// Runs transaction control SQL on this connection.
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
-        self.raw().await?.control(sql).await
+        let closing = self.closing();
+        guarded(&closing, async { self.raw().await?.control(sql).await }).await
     }
 
     /// Rewrites the `:name` placeholders for this connection's database; no values yet.
@@ -137,7 +182,8 @@ impl Connection {
         params: impl IntoParams,
     ) -> Result<ExecuteResult> {
         let query = self.bind(sql, params)?;
-        self.raw().await?.execute(query).await
+        let closing = self.closing();
+        guarded(&closing, async { self.raw().await?.execute(query).await }).await
     }
 
     /// Runs one statement once per parameter set, as a single unit: if one row fails, none of
@@ -155,13 +201,21 @@ impl Connection {
         if rows.is_empty() {
             return Ok(0);
         }
-        self.raw().await?.execute_many(query, rows).await
+        let closing = self.closing();
+        guarded(&closing, async {
+            self.raw().await?.execute_many(query, rows).await
+        })
+        .await
     }
 
     /// Runs a query and returns all its rows.
     pub async fn fetch_all(&mut self, sql: &str, params: impl IntoParams) -> Result<Vec<Record>> {
         let query = self.bind(sql, params)?;
-        self.raw().await?.fetch(query, None).await
+        let closing = self.closing();
+        guarded(&closing, async {
+            self.raw().await?.fetch(query, None).await
+        })
+        .await
     }
 
     /// Runs a query and returns its first row, or `None` when it returns no rows. Rows after
@@ -172,7 +226,11 @@ impl Connection {
         params: impl IntoParams,
     ) -> Result<Option<Record>> {
         let query = self.bind(sql, params)?;
-        Ok(self.raw().await?.fetch(query, Some(1)).await?.pop())
+        let closing = self.closing();
+        let rows = guarded(&closing, async {
+            self.raw().await?.fetch(query, Some(1)).await
+        });
+        Ok(rows.await?.pop())
     }
 
     /// Runs a query and returns one column of its first row, converted to `T`; `None` when it
@@ -193,8 +251,10 @@ impl Connection {
     /// stream ends or is dropped.
     pub fn iterate(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
         let query = self.bind(sql, params);
+        let closing = self.closing();
         let open = async move { self.raw().await?.stream(query?).await };
-        RowStream::new(Box::pin(futures_util::stream::once(open).try_flatten()))
+        let rows = Box::pin(futures_util::stream::once(open).try_flatten());
+        RowStream::new(guarded_stream(closing, rows))
     }
 
     /// Like [`Connection::iterate`], with the stream owning the connection.
@@ -204,8 +264,9 @@ impl Connection {
         params: impl IntoParams,
     ) -> Result<RowStream<'static>> {
         let query = self.bind(sql, params)?;
-        let inner = self.raw().await?.stream(query).await?;
-        Ok(RowStream::owning(inner, self))
+        let closing = self.closing();
+        let inner = guarded(&closing, async { self.raw().await?.stream(query).await }).await?;
+        Ok(RowStream::owning(guarded_stream(closing, inner), self))
     }
 
     /// Starts a transaction: `BEGIN`, or a savepoint when one is already open on this
@@ -252,11 +313,14 @@ impl Connection {
     /// Rolls back the transaction that [`Connection::begin`] opened at `depth`, which must be
     /// the innermost one open.
     ///
-    /// Rolling back the outermost transaction first interrupts a statement that an abandoned
-    /// caller left running on the connection (SQLite), as dropping a [`Transaction`] does.
+    /// Rolling back first interrupts a statement that an abandoned caller left running on the
+    /// connection (SQLite), as dropping a [`Transaction`] does: any statement for the
+    /// outermost transaction, one that only reads for a savepoint.
     pub async fn rollback_depth(&mut self, depth: u32) -> Result<()> {
         if depth == 1 && self.handle.depth == 1 {
             self.handle.raw.interrupt();
+        } else if depth == self.handle.depth {
+            self.handle.raw.interrupt_read();
         }
         Transaction::resume(TxConn::Borrowed(self), depth)?
             .rollback()

@@ -9,7 +9,7 @@ use crate::config::{Config, DatabaseOptions};
 use crate::connection::{Connection, ExecuteResult};
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::IntoParams;
-use crate::pool::{self, Handle, Pool, Pooled};
+use crate::pool::{self, Closing, Handle, Lease, Pool, Pooled};
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
 use crate::transaction::{Transaction, TransactionOptions, TxConn};
@@ -100,6 +100,8 @@ struct Connected {
     pool: Pool,
     /// The one connection of a `force_rollback` database, inside its outer transaction.
     global: Option<Arc<tokio::sync::Mutex<Pooled>>>,
+    /// The connections callers hold, for `disconnect`.
+    closing: Arc<Closing>,
 }
 
 impl std::fmt::Debug for Database {
@@ -177,46 +179,58 @@ impl Database {
         } else {
             None
         };
-        *self.state() = Some(Arc::new(Connected { pool, global }));
+        *self.state() = Some(Arc::new(Connected {
+            pool,
+            global,
+            closing: Arc::default(),
+        }));
         tracing::info!(url = %config.url, "connected to database");
         Ok(())
     }
 
     /// Closes the pool; with `force_rollback`, rolls back everything done since `connect`.
-    /// Calling it while disconnected does nothing. Connections still held elsewhere close
-    /// when they are dropped.
+    /// Calling it while disconnected does nothing.
+    ///
+    /// New calls fail with [`ErrorKind::NotConnected`] at once. Connections that callers
+    /// still hold get up to `disconnect_timeout` (10 s by default; see
+    /// [`DatabaseOptions::disconnect_timeout`]) to be dropped; then they are closed: the
+    /// statement running on one is stopped, and every operation on them fails with
+    /// [`ErrorKind::NotConnected`]. So `disconnect` never waits longer than that.
     pub async fn disconnect(&self) -> Result<()> {
         let _lifecycle = self.inner.lifecycle.lock().await;
         let Some(connected) = self.state().take() else {
             tracing::debug!("already disconnected, skipping disconnection");
             return Ok(());
         };
+        let timeout = self.inner.config.disconnect_timeout;
+        let closed = connected.closing.close(timeout).await;
+        if closed > 0 {
+            tracing::warn!(
+                url = %self.inner.config.url,
+                connections = closed,
+                ?timeout,
+                "disconnect closed connections that were still in use"
+            );
+        }
+        let mut result = Ok(());
         if let Some(global) = &connected.global {
-            let timeout = self.inner.config.acquire_timeout;
-            let Ok(mut conn) = tokio::time::timeout(timeout, global.clone().lock_owned()).await
-            else {
-                *self.state() = Some(connected.clone());
-                return Err(Error::new(
-                    ErrorKind::PoolTimeout,
-                    format!(
-                        "cannot disconnect: the force_rollback connection stayed in use for {timeout:?}; \
-                         drop every Connection and Transaction first"
-                    ),
-                ));
-            };
-            let result = conn.raw.control("ROLLBACK".to_owned()).await;
-            conn.depth = 0;
-            if result.is_err() {
-                conn.broken = true;
+            match global.clone().try_lock_owned() {
+                Ok(mut conn) => {
+                    result = conn.raw.control("ROLLBACK".to_owned()).await;
+                    conn.depth = 0;
+                    if result.is_err() {
+                        conn.broken = true;
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    "the force_rollback connection is still held: its transaction rolls back \
+                     when its holder drops it"
+                ),
             }
-            drop(conn);
-            drop(connected);
-            tracing::info!(url = %self.inner.config.url, "disconnected from database");
-            return result;
         }
         drop(connected);
         tracing::info!(url = %self.inner.config.url, "disconnected from database");
-        Ok(())
+        result
     }
 
     fn connected(&self) -> Result<Arc<Connected>> {
@@ -257,7 +271,7 @@ impl Database {
             }
             None => Handle::Pooled(pool::acquire(&connected.pool, config).await?),
         };
-        Ok(Connection::new(handle))
+        Ok(Connection::new(handle, Lease::new(&connected.closing)))
     }
 
     /// Runs a statement; see [`Connection::execute`].

@@ -1,7 +1,11 @@
 //! The connection pool (bb8) and the handle a [`crate::Connection`] holds.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::backend::RawConnection;
 use crate::config::Config;
@@ -125,5 +129,94 @@ impl DerefMut for Handle {
             Self::Pooled(p) => p,
             Self::Shared(g) => g,
         }
+    }
+}
+
+/// How [`crate::Database::disconnect`] reaches the connections that callers still hold: it
+/// counts them, waits for them to come back, and closes them when they do not.
+#[derive(Default)]
+pub(crate) struct Closing {
+    /// Connections taken and not yet dropped.
+    held: AtomicUsize,
+    /// Set when disconnect stopped waiting: operations on held connections fail.
+    closed: AtomicBool,
+    /// Woken when `held` falls or `closed` is set.
+    changed: Notify,
+    /// How long disconnect waited, for the error message.
+    waited: Mutex<Duration>,
+}
+
+impl Closing {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the database closes its connections.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// The error of an operation on a connection that disconnect closed.
+    pub(crate) fn error(&self) -> Error {
+        let waited = *self.waited.lock().unwrap_or_else(PoisonError::into_inner);
+        Error::new(
+            ErrorKind::NotConnected,
+            format!(
+                "the database was disconnected while this connection was in use (disconnect \
+                 waited {waited:?} for it, the disconnect_timeout): connect again and retry"
+            ),
+        )
+    }
+
+    /// Waits up to `timeout` for every held connection to be dropped, then closes those
+    /// still held; returns how many that was.
+    pub(crate) async fn close(&self, timeout: Duration) -> usize {
+        let all_back = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.held.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all_back).await.is_ok() {
+            return 0;
+        }
+        *self.waited.lock().unwrap_or_else(PoisonError::into_inner) = timeout;
+        self.closed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+/// A held connection's share in [`Closing`]: counted from creation to drop.
+pub(crate) struct Lease(Arc<Closing>);
+
+impl Lease {
+    pub(crate) fn new(closing: &Arc<Closing>) -> Self {
+        closing.held.fetch_add(1, Ordering::SeqCst);
+        Self(closing.clone())
+    }
+
+    pub(crate) fn closing(&self) -> &Arc<Closing> {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
     }
 }

@@ -298,9 +298,12 @@ impl Drop for Transaction<'_> {
         let conn = self.connection_mut();
         if level == 1 {
             // Everything on this connection is being rolled back: a statement still running
-            // for the abandoned caller need not finish first. (Not for savepoints: on SQLite
-            // an interrupted write aborts the outer transaction too.)
+            // for the abandoned caller need not finish first.
             conn.handle.raw.interrupt();
+        } else {
+            // For a savepoint, only a statement that reads: on SQLite an interrupted write
+            // aborts the outer transaction too.
+            conn.handle.raw.interrupt_read();
         }
         let sql = rollback_sql(level);
         if !conn.handle.raw.queue_rollback(sql.clone()) {

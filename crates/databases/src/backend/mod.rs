@@ -348,6 +348,17 @@ impl RawConnection {
         }
     }
 
+    /// Stops the statement running now if it only reads (SQLite): for a savepoint that is
+    /// being abandoned, whose outer transaction must survive.
+    pub(crate) fn interrupt_read(&self) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(c) => c.interrupt_read(),
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            _ => {}
+        }
+    }
+
     /// The statements that start an outermost transaction with `options`; an error for an
     /// option this database does not have.
     pub(crate) fn begin_statements(&self, options: &TransactionOptions) -> Result<Vec<String>> {

@@ -5,9 +5,10 @@
 //! a dropped transaction) therefore runs before anything the next user of the connection sends.
 //!
 //! A caller that goes away before its work starts (a dropped future) has the work skipped. If
-//! it goes away while its statement runs outside a transaction, the statement is interrupted
-//! (SQLite undoes it as a whole). Inside a transaction the statement is left to finish, and the
-//! transaction's own rollback follows.
+//! it goes away while its statement runs outside a transaction, or while a statement that
+//! only reads runs inside one, the statement is interrupted (SQLite undoes it as a whole).
+//! A write inside a transaction is left to finish (interrupting it would end the whole
+//! transaction), and the transaction's own rollback follows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -218,7 +219,16 @@ struct Shared {
     /// Whether the connection was outside any transaction when the running job started.
     autocommit: AtomicBool,
     alive: AtomicBool,
+    /// Whether the running job's statement only reads: interrupting it never ends the
+    /// transaction around it, so it may be interrupted inside one.
+    read_only: AtomicBool,
     interrupt: InterruptHandle,
+}
+
+thread_local! {
+    /// On a connection thread, its [`Shared`]: `prepare` records there whether the statement
+    /// it prepared only reads.
+    static SHARED: std::cell::RefCell<Option<Arc<Shared>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// One SQLite connection on its own thread.
@@ -259,8 +269,10 @@ impl SqliteConnection {
                     running: AtomicU64::new(0),
                     autocommit: AtomicBool::new(true),
                     alive: AtomicBool::new(true),
+                    read_only: AtomicBool::new(false),
                     interrupt: conn.get_interrupt_handle(),
                 });
+                SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
                 let _alive = AliveGuard(shared.clone());
                 if opened_tx.send(Ok(shared.clone())).is_err() {
                     return;
@@ -269,6 +281,7 @@ impl SqliteConnection {
                     shared
                         .autocommit
                         .store(conn.is_autocommit(), Ordering::SeqCst);
+                    shared.read_only.store(false, Ordering::SeqCst);
                     shared.running.store(job.id, Ordering::SeqCst);
                     (job.work)(&mut conn);
                     shared.running.store(0, Ordering::SeqCst);
@@ -476,6 +489,16 @@ impl SqliteConnection {
         }
     }
 
+    /// Interrupts the statement running now if it only reads (so the transaction around it
+    /// is unaffected).
+    pub(crate) fn interrupt_read(&self) {
+        if self.shared.running.load(Ordering::SeqCst) != 0
+            && self.shared.read_only.load(Ordering::SeqCst)
+        {
+            self.shared.interrupt.interrupt();
+        }
+    }
+
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         self.call(move |conn| conn.execute_batch(&sql).map_err(map_error))
             .await
@@ -518,7 +541,7 @@ impl Drop for InterruptOnDrop {
         let s = &self.shared;
         if self.id != 0
             && s.running.load(Ordering::SeqCst) == self.id
-            && s.autocommit.load(Ordering::SeqCst)
+            && (s.autocommit.load(Ordering::SeqCst) || s.read_only.load(Ordering::SeqCst))
         {
             s.interrupt.interrupt();
         }
@@ -579,6 +602,12 @@ fn prepare<'c>(
 ) -> Result<rusqlite::CachedStatement<'c>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
     bind(&mut stmt, values)?;
+    let read_only = stmt.readonly();
+    SHARED.with(|s| {
+        if let Some(shared) = s.borrow().as_ref() {
+            shared.read_only.store(read_only, Ordering::SeqCst);
+        }
+    });
     Ok(stmt)
 }
 
