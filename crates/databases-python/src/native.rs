@@ -525,7 +525,7 @@ fn pending_turn(flow: &Flow, held: &Held) -> Option<Turn> {
 /// Reads `rows` in chunks for the reader of an `iterate`, as fast as it asks for them, and
 /// all at once if another operation waits for the connection. A reader that leaves has the
 /// rest of the rows read and dropped when `drain` is set (the connection stays usable), and
-/// the statement stopped otherwise; a cancelled reader always has it stopped.
+/// the statement stopped otherwise; a cancelled reader, or a release, always stops it.
 async fn produce(
     mut rows: databases::RowStream<'_>,
     tx: &mpsc::UnboundedSender<Chunk>,
@@ -544,16 +544,20 @@ async fn produce(
             Turn::Read => {}
             Turn::Spill => spilling = true,
             Turn::Stop(how) => {
-                if drain && how == LEFT {
+                let stopped = how == CANCELLED || !drain || {
                     let rest = async { while let Ok(Some(_)) = rows.try_next().await {} };
                     tokio::select! {
-                        () = rest => {}
-                        () = interrupted(flow, held, drain) => {}
+                        () = rest => false,
+                        () = interrupted(flow, held, drain) => true,
                     }
+                };
+                if stopped {
+                    rows.cancel();
                 }
                 return;
             }
             Turn::Release => {
+                rows.cancel();
                 let _ = tx.send(Err(databases::Error::new(
                     databases::ErrorKind::NotConnected,
                     "the connection was released while its rows were being read: \
@@ -562,26 +566,32 @@ async fn produce(
                 return;
             }
         }
-        let read = async {
-            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-            loop {
-                match rows.try_next().await {
-                    Ok(Some(row)) => {
-                        chunk.push(row);
-                        if chunk.len() == CHUNK_ROWS {
-                            return Ok((chunk, false));
+        let read = {
+            let read = async {
+                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                loop {
+                    match rows.try_next().await {
+                        Ok(Some(row)) => {
+                            chunk.push(row);
+                            if chunk.len() == CHUNK_ROWS {
+                                return Ok((chunk, false));
+                            }
                         }
+                        Ok(None) => return Ok((chunk, true)),
+                        Err(e) => return Err(e),
                     }
-                    Ok(None) => return Ok((chunk, true)),
-                    Err(e) => return Err(e),
                 }
+            };
+            tokio::select! {
+                biased;
+                read = read => Some(read),
+                // Cancelled or released while the server works: stop the statement now.
+                () = interrupted(flow, held, drain) => None,
             }
         };
-        let read = tokio::select! {
-            biased;
-            read = read => read,
-            // Cancelled or released while the server works: stop the statement now.
-            () = interrupted(flow, held, drain) => return,
+        let Some(read) = read else {
+            rows.cancel();
+            return;
         };
         let (chunk, end) = match read {
             Ok(read) => read,

@@ -1,12 +1,13 @@
 //! [`Connection`]: one pooled connection held by a caller.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::backend::BoundQuery;
+use crate::backend::{BoundQuery, Keep};
 use crate::error::{Error, Result};
 use crate::params::{IntoParams, rewrite};
 use crate::pool::{Closing, Handle, Lease};
@@ -252,9 +253,11 @@ impl Connection {
     pub fn iterate(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
         let query = self.bind(sql, params);
         let closing = self.closing();
-        let open = async move { self.raw().await?.stream(query?).await };
+        let keep = Keep::new(AtomicBool::new(true));
+        let stream_keep = keep.clone();
+        let open = async move { self.raw().await?.stream(query?, stream_keep).await };
         let rows = Box::pin(futures_util::stream::once(open).try_flatten());
-        RowStream::new(guarded_stream(closing, rows))
+        RowStream::new(guarded_stream(closing, rows)).keeping(keep)
     }
 
     /// Like [`Connection::iterate`], with the stream owning the connection.
@@ -265,7 +268,11 @@ impl Connection {
     ) -> Result<RowStream<'static>> {
         let query = self.bind(sql, params)?;
         let closing = self.closing();
-        let inner = guarded(&closing, async { self.raw().await?.stream(query).await }).await?;
+        let inner = guarded(&closing, async {
+            let keep = Keep::new(AtomicBool::new(false));
+            self.raw().await?.stream(query, keep).await
+        })
+        .await?;
         Ok(RowStream::owning(guarded_stream(closing, inner), self))
     }
 

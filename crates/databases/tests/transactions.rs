@@ -309,26 +309,51 @@ async fn force_rollback_from_the_url() {
 }
 
 #[tokio::test]
-async fn force_rollback_disconnect_waits_for_a_held_connection_then_times_out() {
+async fn force_rollback_disconnect_closes_a_held_connection_after_the_timeout() {
     for t in common::databases_with(
         &DatabaseOptions::new()
             .force_rollback(true)
-            .acquire_timeout(std::time::Duration::from_millis(200)),
+            .acquire_timeout(std::time::Duration::from_millis(200))
+            .disconnect_timeout(std::time::Duration::from_millis(200)),
     ) {
         let l = &t.label;
+        let plain = t.reopen(DatabaseOptions::new());
+        plain.connect().await.unwrap();
+        plain
+            .execute("DROP TABLE IF EXISTS tx_held", ())
+            .await
+            .unwrap();
+        plain
+            .execute("CREATE TABLE tx_held (x INTEGER)", ())
+            .await
+            .unwrap();
         t.connect().await.unwrap();
-        let held = t.connection().await.unwrap();
+        let mut held = t.connection().await.unwrap();
+        held.execute(&insert("tx_held"), params! { "x" => 1 })
+            .await
+            .unwrap();
+        // The one shared connection is held: another caller waits, then times out.
         let e = t.fetch_one("SELECT 1", ()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{l}");
-        let e = t.disconnect().await.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{l}");
-        assert!(
-            t.is_connected(),
-            "a failed disconnect keeps the database connected on {l}"
-        );
-        drop(held);
+        // Disconnect waits for it up to disconnect_timeout, then closes it.
+        let started = std::time::Instant::now();
         t.disconnect().await.unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{l}");
         assert!(!t.is_connected(), "{l}");
+        let e = held.fetch_one("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotConnected, "{l}: {e}");
+        drop(held);
+        // Nothing of the force_rollback transaction was committed.
+        assert_eq!(
+            plain
+                .fetch_val::<i64>("SELECT COUNT(*) FROM tx_held", (), 0)
+                .await
+                .unwrap(),
+            Some(0),
+            "{l}"
+        );
+        plain.execute("DROP TABLE tx_held", ()).await.unwrap();
+        plain.disconnect().await.unwrap();
     }
 }
 

@@ -126,6 +126,9 @@ pub(crate) async fn with_command_timeout<T>(
     }
 }
 
+/// Whether an abandoned stream keeps its connection usable (see [`RawConnection::stream`]).
+pub(crate) type Keep = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
 /// A query with its placeholders rewritten and its values picked, ready to run.
 #[derive(Debug, Clone)]
 pub(crate) struct BoundQuery {
@@ -293,17 +296,24 @@ impl RawConnection {
     }
 
     /// Sends a query and returns its rows as a stream that owns what it needs.
+    ///
+    /// `keep`, while set: the caller goes on using this connection after dropping the stream
+    /// early, so the rest of the result is read and dropped (PostgreSQL, MySQL) rather than
+    /// the statement stopped and the connection discarded. SQLite stops it either way,
+    /// harmlessly.
     pub(crate) async fn stream(
         &mut self,
         query: BoundQuery,
+        keep: Keep,
     ) -> Result<BoxStream<'static, Result<Record>>> {
+        let _ = &keep;
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => Ok(c.stream(query)),
             #[cfg(feature = "postgres")]
-            Self::Postgres(c) => c.stream(query).await,
+            Self::Postgres(c) => c.stream(query, keep).await,
             #[cfg(feature = "mysql")]
-            Self::Mysql(c) => c.stream(query).await,
+            Self::Mysql(c) => c.stream(query, keep).await,
         }
     }
 

@@ -167,6 +167,9 @@ pub(crate) struct MyConnection {
     opts: Opts,
     command_timeout: Option<Duration>,
     poisoned: Arc<AtomicBool>,
+    /// Set while an `iterate` task owns the connection: completes when it gave it back (or
+    /// gave up on it).
+    streaming: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
@@ -203,6 +206,7 @@ impl MyConnection {
             opts: config.opts.clone(),
             command_timeout: config.command_timeout,
             poisoned: Arc::new(AtomicBool::new(false)),
+            streaming: None,
         })
     }
 
@@ -218,7 +222,11 @@ impl MyConnection {
 
     /// Marks the start of an operation and gives the connection; fails on a poisoned one.
     /// If the operation is abandoned, its statement is killed.
-    fn start(&mut self) -> Result<(InFlight, &mut Conn)> {
+    async fn start(&mut self) -> Result<(InFlight, &mut Conn)> {
+        if let Some(streaming) = self.streaming.take() {
+            // An abandoned stream is still reading the rest of its result.
+            let _ = streaming.await;
+        }
         let (opts, id) = (self.opts.clone(), self.id);
         let guard = InFlight::start(&self.poisoned, move || kill_query(opts, id))?;
         if self.conn.is_none() {
@@ -245,7 +253,7 @@ impl MyConnection {
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         let limit = self.command_timeout;
         let (opts, id) = (self.opts.clone(), self.id);
-        let (guard, conn) = self.start()?;
+        let (guard, conn) = self.start().await?;
         let kill = async move {
             if let Ok(mut killer) = Conn::new(opts).await {
                 let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
@@ -356,16 +364,21 @@ impl MyConnection {
     pub(crate) async fn stream(
         &mut self,
         query: BoundQuery,
+        keep: super::Keep,
     ) -> Result<BoxStream<'static, Result<Record>>> {
         let params = to_params(query.values, &query.names, None)?;
-        let (guard, _) = self.start()?;
+        let (guard, _) = self.start().await?;
         let Some(mut conn) = self.conn.take() else {
             return Err(Error::connection_lost("the MySQL connection is gone"));
         };
         let returned = self.returned.clone();
         let (tx, rx) = mpsc::channel::<Result<Vec<Record>>>(2);
         let sql = query.sql;
+        let (streamed, streaming) = tokio::sync::oneshot::channel::<()>();
+        self.streaming = Some(streaming);
         tokio::spawn(async move {
+            // Dropped when this task ends, which lets the connection's next operation start.
+            let _streamed = streamed;
             let produce = async {
                 let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
                 let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
@@ -379,7 +392,12 @@ impl MyConnection {
                     if chunk.len() == CHUNK_ROWS {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
                         if tx.send(Ok(full)).await.is_err() {
-                            return Ok(false); // the stream was dropped
+                            // The stream was dropped.
+                            if keep.load(Ordering::SeqCst) {
+                                result.drop_result().await.map_err(map_error)?;
+                                return Ok(true);
+                            }
+                            return Ok(false);
                         }
                     }
                 }
@@ -392,11 +410,15 @@ impl MyConnection {
                 Ok(true)
             };
             // Stop as soon as the stream is dropped, even while the server is still working.
+            // (Unless the caller keeps the connection: then the rest is read and dropped.)
             let produced = {
-                let produce = std::pin::pin!(produce);
+                let mut produce = std::pin::pin!(produce);
                 let closed = std::pin::pin!(tx.closed());
-                match futures_util::future::select(produce, closed).await {
+                match futures_util::future::select(produce.as_mut(), closed).await {
                     futures_util::future::Either::Left((result, _)) => Some(result),
+                    futures_util::future::Either::Right(_) if keep.load(Ordering::SeqCst) => {
+                        Some(produce.await)
+                    }
                     futures_util::future::Either::Right(_) => None,
                 }
             };

@@ -563,6 +563,7 @@ impl PgConnection {
     pub(crate) async fn stream(
         &mut self,
         query: BoundQuery,
+        keep: super::Keep,
     ) -> Result<BoxStream<'static, Result<Record>>> {
         let guard = self.start()?;
         let opened = async {
@@ -582,6 +583,7 @@ impl PgConnection {
                 rows: Box::pin(rows),
                 columns,
                 guard: Some(guard),
+                keep,
             })),
             Err(e) => {
                 guard.done();
@@ -601,6 +603,19 @@ struct PgRows {
     rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
     columns: Arc<Columns>,
     guard: Option<InFlight>,
+    /// Dropped early, leave the connection usable: tokio-postgres reads and drops the rest
+    /// of the result before the next statement's, so no cancel request is sent.
+    keep: super::Keep,
+}
+
+impl Drop for PgRows {
+    fn drop(&mut self) {
+        if self.keep.load(Ordering::SeqCst)
+            && let Some(g) = self.guard.take()
+        {
+            g.done();
+        }
+    }
 }
 
 impl futures_core::Stream for PgRows {
