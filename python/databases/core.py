@@ -101,8 +101,9 @@ class Database:
 
     ``Database(url, force_rollback=False, **options)``. Options are ``min_size``,
     ``max_size``, ``ssl`` as upstream, and ``acquire_timeout``, ``pool_recycle``,
-    ``statement_cache``, ``command_timeout``, ``connect_timeout`` and the backend's URL
-    options (see the README); they may also be given in the URL's query string.
+    ``disconnect_timeout``, ``statement_cache``, ``command_timeout``, ``connect_timeout`` and
+    the backend's URL options (see the README); they may also be given in the URL's query
+    string.
     """
 
     # URL dialects and the database each selects (any "+driver" suffix selects the same one).
@@ -213,7 +214,9 @@ class Database:
 
     async def disconnect(self) -> None:
         """Closes the pool, first rolling back the ``force_rollback`` transaction. Does
-        nothing when not connected."""
+        nothing when not connected. Connections other tasks still hold get up to
+        ``disconnect_timeout`` seconds (default 10) to come back; then they are closed, and
+        those tasks get an ``InterfaceError`` instead of waiting."""
         if not self.is_connected:
             logger.debug("Already disconnected, skipping disconnection")
             return None
