@@ -11,6 +11,7 @@ use crate::backend::{BoundQuery, Keep};
 use crate::error::{Error, Result};
 use crate::params::{IntoParams, rewrite};
 use crate::pool::{Closing, Handle, Lease};
+use crate::query::{Rendered, Sql};
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
 use crate::transaction::{Transaction, TransactionOptions, TxConn};
@@ -161,17 +162,36 @@ impl Connection {
         }
     }
 
-    fn bind(&mut self, sql: &str, params: impl IntoParams) -> Result<BoundQuery> {
-        let mut query = self.rewrite(sql);
-        query.values = params.into_params()?.into_bound(&query.names)?;
-        Ok(query)
+    fn bind(&mut self, sql: impl Sql, params: impl IntoParams) -> Result<BoundQuery> {
+        match sql.render(self.backend())? {
+            Rendered::Named(sql) => {
+                let mut query = self.rewrite(&sql);
+                query.values = params.into_params()?.into_bound(&query.names)?;
+                Ok(query)
+            }
+            Rendered::Native { sql, values } => {
+                if !params.into_params()?.is_empty() {
+                    return Err(Error::new(
+                        crate::ErrorKind::InvalidParameter,
+                        "a query-builder statement carries its own values: pass () as the \
+                         parameters",
+                    ));
+                }
+                Ok(BoundQuery {
+                    sql: sql.into(),
+                    names: (1..=values.len()).map(|i| i.to_string()).collect(),
+                    values,
+                    in_transaction: self.in_transaction(),
+                })
+            }
+        }
     }
 
     /// Runs a statement and returns what encode/databases returns: the last inserted row id
     /// on SQLite and MySQL, the first column of the first returned row on PostgreSQL
     /// (`INSERT ... RETURNING id`), NULL otherwise. See [`Connection::execute_result`] for the
     /// affected row count.
-    pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<Value> {
+    pub async fn execute(&mut self, sql: impl Sql, params: impl IntoParams) -> Result<Value> {
         let backend = self.backend();
         Ok(self.execute_result(sql, params).await?.value(backend))
     }
@@ -179,7 +199,7 @@ impl Connection {
     /// Runs a statement and returns everything the database reports about it.
     pub async fn execute_result(
         &mut self,
-        sql: &str,
+        sql: impl Sql,
         params: impl IntoParams,
     ) -> Result<ExecuteResult> {
         let query = self.bind(sql, params)?;
@@ -210,7 +230,11 @@ impl Connection {
     }
 
     /// Runs a query and returns all its rows.
-    pub async fn fetch_all(&mut self, sql: &str, params: impl IntoParams) -> Result<Vec<Record>> {
+    pub async fn fetch_all(
+        &mut self,
+        sql: impl Sql,
+        params: impl IntoParams,
+    ) -> Result<Vec<Record>> {
         let query = self.bind(sql, params)?;
         let closing = self.closing();
         guarded(&closing, async {
@@ -223,7 +247,7 @@ impl Connection {
     /// the first are not read.
     pub async fn fetch_one(
         &mut self,
-        sql: &str,
+        sql: impl Sql,
         params: impl IntoParams,
     ) -> Result<Option<Record>> {
         let query = self.bind(sql, params)?;
@@ -238,7 +262,7 @@ impl Connection {
     /// returns no rows. A NULL value needs `T = Option<_>` (or [`Value`]).
     pub async fn fetch_val<T: FromValue>(
         &mut self,
-        sql: &str,
+        sql: impl Sql,
         params: impl IntoParams,
         column: impl ColumnIndex,
     ) -> Result<Option<T>> {
@@ -250,7 +274,7 @@ impl Connection {
 
     /// Streams the rows of a query without loading them all. The connection is busy until the
     /// stream ends or is dropped.
-    pub fn iterate(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
+    pub fn iterate(&mut self, sql: impl Sql, params: impl IntoParams) -> RowStream<'_> {
         let query = self.bind(sql, params);
         let closing = self.closing();
         let keep = Keep::new(AtomicBool::new(true));
@@ -263,7 +287,7 @@ impl Connection {
     /// Like [`Connection::iterate`], with the stream owning the connection.
     pub(crate) async fn into_stream(
         mut self,
-        sql: &str,
+        sql: impl Sql,
         params: impl IntoParams,
     ) -> Result<RowStream<'static>> {
         let query = self.bind(sql, params)?;

@@ -10,6 +10,7 @@ use crate::connection::{Connection, ExecuteResult};
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::IntoParams;
 use crate::pool::{self, Closing, Handle, Lease, Pool, Pooled};
+use crate::query::{Rendered, Sql};
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
 use crate::transaction::{Transaction, TransactionOptions, TxConn};
@@ -275,7 +276,7 @@ impl Database {
     }
 
     /// Runs a statement; see [`Connection::execute`].
-    pub async fn execute(&self, sql: &str, params: impl IntoParams) -> Result<Value> {
+    pub async fn execute(&self, sql: impl Sql, params: impl IntoParams) -> Result<Value> {
         self.connection().await?.execute(sql, params).await
     }
 
@@ -283,7 +284,7 @@ impl Database {
     /// [`Connection::execute_result`].
     pub async fn execute_result(
         &self,
-        sql: &str,
+        sql: impl Sql,
         params: impl IntoParams,
     ) -> Result<ExecuteResult> {
         self.connection().await?.execute_result(sql, params).await
@@ -300,19 +301,23 @@ impl Database {
     }
 
     /// All rows of a query.
-    pub async fn fetch_all(&self, sql: &str, params: impl IntoParams) -> Result<Vec<Record>> {
+    pub async fn fetch_all(&self, sql: impl Sql, params: impl IntoParams) -> Result<Vec<Record>> {
         self.connection().await?.fetch_all(sql, params).await
     }
 
     /// The first row of a query, `None` when there is none.
-    pub async fn fetch_one(&self, sql: &str, params: impl IntoParams) -> Result<Option<Record>> {
+    pub async fn fetch_one(
+        &self,
+        sql: impl Sql,
+        params: impl IntoParams,
+    ) -> Result<Option<Record>> {
         self.connection().await?.fetch_one(sql, params).await
     }
 
     /// One column (by index or name) of the first row, `None` when there is no row.
     pub async fn fetch_val<T: FromValue>(
         &self,
-        sql: &str,
+        sql: impl Sql,
         params: impl IntoParams,
         column: impl ColumnIndex,
     ) -> Result<Option<T>> {
@@ -338,12 +343,12 @@ impl Database {
     /// assert_eq!(sum, 500_500);
     /// # Ok(()) }
     /// ```
-    pub fn iterate(&self, sql: &str, params: impl IntoParams) -> RowStream<'static> {
+    pub fn iterate(&self, sql: impl Sql, params: impl IntoParams) -> RowStream<'static> {
         let db = self.clone();
-        let sql = sql.to_owned();
+        let sql = sql.render(self.backend()).map(Rendered::into_owned);
         let params = params.into_params();
         let open = async move {
-            let params = params?;
+            let (sql, params) = (sql?, params?);
             let conn = db.connection().await?;
             conn.into_stream(&sql, params).await
         };

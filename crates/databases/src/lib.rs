@@ -111,7 +111,11 @@ mod de;
 mod error;
 mod params;
 mod pool;
+mod query;
 mod record;
+#[cfg(feature = "sea-query")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sea-query")))]
+pub mod sea;
 mod stream;
 mod transaction;
 mod url;
@@ -123,6 +127,7 @@ pub use connection::{Connection, ExecuteResult};
 pub use database::{Database, IntoDatabaseUrl};
 pub use error::{Error, ErrorKind, OptionalExtension, Result};
 pub use params::{Dialect, IntoParams, NamedParams, Rewritten, rewrite};
+pub use query::{Rendered, Sql};
 pub use record::{ColumnIndex, Columns, Record};
 pub use stream::RowStream;
 pub use transaction::{IsolationLevel, Transaction, TransactionOptions};
@@ -138,6 +143,9 @@ struct ReadmeDoctests;
 pub use chrono;
 /// Re-exported: the decimal type of [`Value::Decimal`].
 pub use rust_decimal;
+/// The sea-query crate this one renders statements of (feature `sea-query`).
+#[cfg(feature = "sea-query")]
+pub use sea_query;
 /// Re-exported: the JSON type of [`Value::Json`].
 pub use serde_json;
 /// Re-exported: the UUID type of [`Value::Uuid`].

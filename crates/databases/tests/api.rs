@@ -237,7 +237,7 @@ async fn execute_result_reports_affected_rows() {
 async fn iterate_streams_rows_in_order() {
     for t in common::databases().await {
         let l = &t.label;
-        let mut rows = t.iterate(&t.series(1000), ());
+        let mut rows = t.iterate(t.series(1000), ());
         let mut expected = 1;
         while let Some(row) = rows.try_next().await.unwrap() {
             assert_eq!(row.get::<i64>(0).unwrap(), expected, "{l}");

@@ -36,7 +36,7 @@ async fn iterate_does_not_load_the_whole_result() {
         let started = Instant::now();
         let first: Vec<i64> = tokio::time::timeout(
             Duration::from_secs(20),
-            t.iterate(&t.series(2_000_000_000), ())
+            t.iterate(t.series(2_000_000_000), ())
                 .take(10)
                 .map(|r| r.unwrap().get::<i64>(0).unwrap())
                 .collect(),

@@ -89,7 +89,9 @@ impl MyConfig {
             .db_name((!database.is_empty()).then(|| database.into_owned()))
             .prefer_socket(false)
             .socket(socket.clone())
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // Rows matched, not only rows changed, as PostgreSQL and SQLite count them.
+            .client_found_rows(true);
         let cache = url
             .option("statement_cache")
             .map(|v| parse_bool("statement_cache", v))
