@@ -27,21 +27,152 @@
 //! # What it does
 //!
 //! - One [`Database`] per URL: `postgresql://`, `mysql://`, `sqlite:///app.db`, `sqlite://`
-//!   (in memory), with pool options in the query string
-//!   (`?min_size=1&max_size=10&acquire_timeout=30`). See [`DatabaseUrl`] and
-//!   [`DatabaseOptions`].
+//!   (in memory), with pool options in the query string. See [URLs and options](#urls-and-options).
 //! - Raw SQL with `:name` parameters on every database, rewritten to the database's own
 //!   placeholders; values are always bound, never put into the SQL text. See [`params!`] and
-//!   [`NamedParams`].
+//!   [`NamedParams`]. With the `sea-query` feature, [sea-query statements](sea) too.
 //! - [`Database::fetch_all`], [`Database::fetch_one`], [`Database::fetch_val`],
-//!   [`Database::execute`], [`Database::execute_many`] and [`Database::iterate`], a stream that
-//!   never holds more than a few hundred rows.
-//! - [`Transaction`]s that nest through savepoints and roll back unless committed, plus a
-//!   closure form, [`Database::transaction_with`].
-//! - `force_rollback`: every call runs in one transaction that `disconnect` rolls back, for
-//!   tests.
-//! - One [`Error`] type with a portable [`ErrorKind`] (unique violation, pool timeout, missing
-//!   parameter, ...).
+//!   [`Database::execute`], [`Database::execute_result`], [`Database::execute_many`] and
+//!   [`Database::iterate`], a stream that never holds more than a few hundred rows. The same
+//!   methods exist on a [`Connection`] and a [`Transaction`].
+//! - [`Transaction`]s that nest through savepoints and roll back unless committed.
+//! - `force_rollback` for tests, typed rows with serde, one [`Error`] type with a portable
+//!   [`ErrorKind`].
+//!
+//! # URLs and options
+//!
+//! A URL names the database and carries its options in the query string; the same options
+//! can be set in code with [`DatabaseOptions`] (which win over the URL's). An option a
+//! database does not know is an error naming it, never silently ignored.
+//!
+//! | option | databases | meaning | default |
+//! |---|---|---|---|
+//! | `min_size`, `max_size` | all | connections the pool keeps open / opens at most | 1, 10 (1 and 1 in memory) |
+//! | `acquire_timeout` | all | seconds to wait for a free connection, then [`ErrorKind::PoolTimeout`] | 30 |
+//! | `pool_recycle` | all | seconds after which a connection is replaced | never |
+//! | `disconnect_timeout` | all | seconds [`Database::disconnect`] waits for held connections | 10 |
+//! | `force_rollback` | all | `true`: see [force_rollback](#force_rollback-for-tests) | `false` |
+//! | `ssl`, `sslmode`, `sslrootcert` / `ssl_ca` | PostgreSQL, MySQL | TLS (rustls) | `prefer` on PostgreSQL |
+//! | `statement_cache` | PostgreSQL, MySQL | `false` for PgBouncer in transaction mode | `true` |
+//! | `connect_timeout`, `command_timeout` | PostgreSQL, MySQL | seconds to connect / to run one statement | |
+//! | `application_name`, `host=/socket/dir` | PostgreSQL | | |
+//! | `charset`, `unix_socket` | MySQL | | |
+//! | `busy_timeout`, `journal_mode`, `synchronous`, `foreign_keys`, `mode`, `cache`, `transaction_mode` | SQLite | per-connection settings | 5 s, `wal` for files |
+//!
+//! Each backend's own section below has the details.
+//!
+//! # Values and types
+//!
+//! Parameters and columns are [`Value`]s; [`Record::get`] converts a column to any type with
+//! a [`FromValue`] impl (`i64`, `String`, `chrono` types, `Option<T>` for NULL, ...), and
+//! parameters accept the same Rust types through `Into<Value>`.
+//!
+//! | [`Value`] | Rust | SQLite (stored as) | PostgreSQL | MySQL / MariaDB |
+//! |---|---|---|---|---|
+//! | `Null` | `Option::None` | NULL | NULL | NULL |
+//! | `Bool` | `bool` | INTEGER 0/1 | boolean | TINYINT(1), BOOLEAN |
+//! | `Int` | `i8`..`i64`, `u8`..`u32` | INTEGER | int2, int4, int8, oid | TINYINT..BIGINT, YEAR, BIT |
+//! | `UInt` | `u64` | INTEGER up to `i64::MAX` | numeric | BIGINT UNSIGNED |
+//! | `Float` | `f32`, `f64` | REAL | float4, float8 | FLOAT, DOUBLE |
+//! | `Decimal` | [`rust_decimal::Decimal`] | TEXT | numeric (exact text beyond 28 digits) | DECIMAL |
+//! | `Text` | `String`, `&str` | TEXT | text, varchar, char, name, citext, enums | CHAR, VARCHAR, TEXT, ENUM, SET |
+//! | `Bytes` | `Vec<u8>`, `&[u8]` | BLOB | bytea | BINARY, VARBINARY, BLOB |
+//! | `Date` | `chrono::NaiveDate` | TEXT `2024-01-31` | date | DATE |
+//! | `Time` | `chrono::NaiveTime` | TEXT | time | TIME (within a day) |
+//! | `TimeTz` | | TEXT | timetz | |
+//! | `DateTime` | `chrono::NaiveDateTime` | TEXT | timestamp | DATETIME, TIMESTAMP |
+//! | `DateTimeTz` | `chrono::DateTime<FixedOffset \| Utc>` | TEXT with offset | timestamptz | sent as UTC |
+//! | `Uuid` | [`uuid::Uuid`] | TEXT (hyphenated) | uuid | CHAR(36) / BINARY(16) |
+//! | `Json` | [`serde_json::Value`] | TEXT | json, jsonb | JSON |
+//! | `Interval` | | | interval | TIME beyond a day |
+//! | `Array` | `Vec<T>` | | one-dimensional arrays | |
+//!
+//! SQLite returns its storage classes (integer, real, text, blob); ask for the type you
+//! stored and [`Record::get`] converts (`row.get::<chrono::NaiveDate>("day")` parses the text).
+//! A type no conversion covers is an error naming the column and the type, never a panic.
+//!
+//! # Transactions and savepoints
+//!
+//! [`Database::transaction`] takes a connection and runs `BEGIN`; [`Connection::transaction`]
+//! does so on a connection you hold, and a transaction started inside another one is a
+//! savepoint. Each rolls back unless [`Transaction::commit`] is called, also when it is
+//! dropped by an early return, a `?` or a panic. [`Database::transaction_with`] runs a
+//! closure and commits when it returns `Ok`. [`TransactionOptions`] sets the isolation level
+//! and read-only mode where the database has them. An error inside a transaction leaves it
+//! usable: roll back to a savepoint, or the whole transaction, and go on.
+//!
+//! ```
+//! # async fn demo(db: &databases::Database) -> databases::Result<()> {
+//! let mut tx = db.transaction().await?;
+//! tx.execute("INSERT INTO notes (text) VALUES ('kept')", ()).await?;
+//! {
+//!     let mut inner = tx.transaction().await?; // SAVEPOINT
+//!     inner.execute("INSERT INTO notes (text) VALUES ('undone')", ()).await?;
+//!     inner.rollback().await?; // ROLLBACK TO SAVEPOINT
+//! }
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # force_rollback for tests
+//!
+//! With `force_rollback=true` (URL) or [`DatabaseOptions::force_rollback`], `connect` opens
+//! one connection and a transaction on it; every call shares that connection, transactions
+//! become savepoints, and `disconnect` rolls everything back. A test suite can then write
+//! freely and leave the database as it found it.
+//!
+//! ```
+//! # async fn demo() -> databases::Result<()> {
+//! let db = databases::Database::new("sqlite:///test.db?force_rollback=true")?;
+//! db.connect().await?;
+//! db.execute("INSERT INTO notes (text) VALUES ('temporary')", ()).await?;
+//! db.disconnect().await?; // the insert is rolled back
+//! # Ok(()) }
+//! ```
+//!
+//! # Streaming with iterate
+//!
+//! [`Database::iterate`] and [`Connection::iterate`] return a [`RowStream`] that reads rows
+//! as they arrive, a few hundred at a time, so a million-row result never sits in memory.
+//! A stream from the `Database` holds a pooled connection of its own: queries inside the loop
+//! go to other connections. A stream from a `Connection` borrows it, so the compiler rules
+//! out a query on that connection while the stream is alive (a runtime deadlock in other
+//! libraries). Dropping a stream early stops its statement (`Database`), or reads and drops
+//! the rest so the connection stays usable (`Connection`; see [`RowStream::cancel`] to stop
+//! instead).
+//!
+//! # Query builder
+//!
+//! With the `sea-query` feature every query method also takes a sea-query statement
+//! (select, insert, update, delete, create table and the other schema statements), rendered
+//! for the connected database with its values bound. See the [`sea`] module.
+//!
+//! # Typed rows
+//!
+//! With the `serde` feature, [`Record::deserialize`] turns a row into any `Deserialize`
+//! struct (by column name), and [`NamedParams::from_serialize`] turns a `Serialize` struct
+//! into named parameters. Both work with query-builder statements too.
+//!
+//! # Errors
+//!
+//! Every call returns [`Result`], whose [`Error`] has a [`kind`](Error::kind) that means the
+//! same on every database, a message in the database's own words, and, for errors the
+//! database reported, its code ([`Error::code`]: the SQLSTATE on PostgreSQL, the error number
+//! on MySQL, the extended result code on SQLite) and message ([`Error::db_message`]).
+//!
+//! | [`ErrorKind`] | when |
+//! |---|---|
+//! | `Url`, `Config` | a malformed URL, an unknown scheme or option, a bad option value |
+//! | `Connect`, `ConnectionLost` | a connection could not be opened, or went away |
+//! | `PoolTimeout` | no connection became free within `acquire_timeout` (the message names `max_size`) |
+//! | `NotConnected` | a call before `connect`, after `disconnect`, or on a connection `disconnect` closed |
+//! | `UniqueViolation`, `ForeignKeyViolation`, `NotNullViolation`, `CheckViolation` | a constraint rejected the statement |
+//! | `Syntax`, `Database` | the database rejected the SQL, or failed otherwise |
+//! | `MissingParameter`, `InvalidParameter` | a `:name` without a value, a value the database cannot take |
+//! | `ColumnNotFound`, `Decode` | reading a record: no such column, or a value of another type |
+//! | `Transaction` | a transaction used out of order |
+//!
+//! Passwords never appear in messages: URLs are shown with the password masked.
 //!
 //! # SQLite
 //!
@@ -87,11 +218,16 @@
 //!
 //! Dropping a future mid-call never hands a connection in an unknown state to the next user.
 //! On SQLite, work that has not started is skipped, a statement running outside a transaction
-//! is interrupted, and a dropped [`Transaction`] queues its rollback before the connection can
-//! be reused. On PostgreSQL and MySQL the server is told to stop the statement (a cancel
+//! (or one that only reads, inside one) is interrupted, and a dropped [`Transaction`] queues
+//! its rollback before the connection can be reused. On PostgreSQL and MySQL the server is told to stop the statement (a cancel
 //! request, `KILL QUERY`) and the connection is discarded; a dropped transaction's rollback
 //! runs before the connection's next statement, or the connection is closed (which ends the
-//! transaction on the server).
+//! transaction on the server). A stream from [`Connection::iterate`] is the exception: see
+//! [Streaming with iterate](#streaming-with-iterate).
+//!
+//! [`Database::disconnect`] waits up to `disconnect_timeout` for connections that callers
+//! still hold, then closes them: a statement running on one stops, and its holder gets
+//! [`ErrorKind::NotConnected`] instead of a hang.
 //!
 //! # Features
 //!
@@ -101,6 +237,7 @@
 //! | `serde` | no | [`Record::deserialize`] into structs, [`NamedParams::from_serialize`] from structs |
 //! | `postgres` | no | the PostgreSQL backend (tokio-postgres; TLS with rustls and ring) |
 //! | `mysql` | no | the MySQL / MariaDB backend (mysql_async; TLS with rustls and ring) |
+//! | `sea-query` | no | query methods take [sea-query](https://docs.rs/sea-query) statements; see [`sea`] |
 
 mod backend;
 mod config;
@@ -134,8 +271,9 @@ pub use transaction::{IsolationLevel, Transaction, TransactionOptions};
 pub use url::{Backend, DatabaseUrl};
 pub use value::{FromValue, Value, ValueError};
 
-/// The README's code runs as a doctest.
-#[cfg(doctest)]
+/// The README's code runs as a doctest (it uses the `sea-query` feature; the test command
+/// runs with all features).
+#[cfg(all(doctest, feature = "sea-query"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
