@@ -387,6 +387,45 @@ class Connection:
                 finally:
                     self._forget()
 
+    async def _enter_and_begin(self, options: dict) -> int:
+        """Enters this connection and starts a transaction (a savepoint inside one); returns
+        its depth. Taking a connection and beginning is one native call."""
+        async with self._connection_lock:
+            if self._connection_counter == 0:
+                self._connection_counter = 1
+                try:
+                    self._native = await self._native_db.acquire_begin(**options)
+                except BaseException:
+                    self._connection_counter = 0
+                    raise
+                return 1
+        await self.__aenter__()
+        try:
+            async with self._query_lock:
+                return await self._acquired().begin(**options)
+        except BaseException:
+            await self.__aexit__()
+            raise
+
+    async def _end_and_leave(self, commit: bool, depth: int) -> None:
+        """Commits or rolls back the transaction at ``depth`` and leaves this connection.
+        When that gives the connection back, both are one native call."""
+        async with self._connection_lock:
+            if self._connection_counter == 1 and depth == 1 and self._native is not None:
+                native, self._native = self._native, None
+                self._connection_counter = 0
+                try:
+                    await native.finish_release(depth, commit)
+                finally:
+                    self._forget()
+                return
+        try:
+            async with self._query_lock:
+                native = self._acquired()
+                await (native.commit(depth) if commit else native.rollback(depth))
+        finally:
+            await self.__aexit__()
+
     def _leave_soon(self) -> None:
         """Leaves like ``__aexit__`` without awaiting, for code that cannot await (a
         finalizer): when this was the last user, the connection goes back to the pool in the
@@ -693,14 +732,8 @@ class Transaction:
         try:
             async with connection._transaction_lock:
                 is_root = not connection._transaction_stack
-                await connection.__aenter__()
-                try:
-                    native = connection._acquired()
-                    async with connection._query_lock:
-                        level.depth = await native.begin(**self._options(connection, is_root))
-                except BaseException:
-                    await connection.__aexit__()
-                    raise
+                options = self._options(connection, is_root)
+                level.depth = await connection._enter_and_begin(options)
                 connection._transaction_stack.append(self)
         except BaseException:
             self._set_levels(tuple(lv for lv in self._levels() if lv is not level))
@@ -737,8 +770,4 @@ class Transaction:
             connection, level = self._finish("commit" if how == "commit" else "roll back")
             connection._transaction_stack.pop()
             self._set_levels(self._levels()[:-1])
-            try:
-                async with connection._query_lock:
-                    await getattr(connection._acquired(), how)(level.depth)
-            finally:
-                await connection.__aexit__()
+            await connection._end_and_leave(how == "commit", level.depth)

@@ -237,6 +237,29 @@ impl NativeDatabase {
         })
     }
 
+    /// Takes a connection from the pool and starts a transaction on it, in one call (one
+    /// hand-over between Python and the runtime instead of two).
+    #[pyo3(signature = (isolation = None, readonly = false, deferrable = false))]
+    async fn acquire_begin(
+        &self,
+        isolation: Option<String>,
+        readonly: bool,
+        deferrable: bool,
+    ) -> PyResult<NativeConnection> {
+        let options = transaction_options(isolation, readonly, deferrable)?;
+        let db = self.db.clone();
+        let conn = run(async move {
+            let mut conn = db.connection().await?;
+            conn.begin(options).await?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(NativeConnection {
+            slot: Arc::new(Held::new(conn)),
+            mysql: self.mysql,
+        })
+    }
+
     /// Runs a query on a pooled connection and returns all its records.
     #[pyo3(signature = (sql, values = None, spec = None))]
     async fn fetch_all(
@@ -283,6 +306,25 @@ impl NativeDatabase {
 pub(crate) struct NativeConnection {
     slot: Slot,
     mysql: bool,
+}
+
+/// The options of `begin` from its Python arguments.
+fn transaction_options(
+    isolation: Option<String>,
+    readonly: bool,
+    deferrable: bool,
+) -> PyResult<TransactionOptions> {
+    let mut options = TransactionOptions::new();
+    if let Some(level) = isolation {
+        options = options.isolation(isolation_of(&level)?);
+    }
+    if readonly {
+        options = options.read_only(true);
+    }
+    if deferrable {
+        options = options.deferrable(true);
+    }
+    Ok(options)
 }
 
 fn isolation_of(name: &str) -> PyResult<IsolationLevel> {
@@ -378,16 +420,7 @@ impl NativeConnection {
         readonly: bool,
         deferrable: bool,
     ) -> PyResult<u32> {
-        let mut options = TransactionOptions::new();
-        if let Some(level) = isolation {
-            options = options.isolation(isolation_of(&level)?);
-        }
-        if readonly {
-            options = options.read_only(true);
-        }
-        if deferrable {
-            options = options.deferrable(true);
-        }
+        let options = transaction_options(isolation, readonly, deferrable)?;
         self.target()
             .run(move |c| Box::pin(async move { c.begin(options).await }))
             .await
@@ -405,6 +438,23 @@ impl NativeConnection {
         self.target()
             .run(move |c| Box::pin(async move { c.rollback_depth(depth).await }))
             .await
+    }
+
+    /// Commits (or rolls back) the transaction at `depth`, the outermost, and returns the
+    /// connection to the pool, in one call. The connection goes back even if the commit
+    /// fails (a failed outermost commit leaves no transaction open, or the pool discards it).
+    async fn finish_release(&self, depth: u32, commit: bool) -> PyResult<()> {
+        let slot = self.slot.clone();
+        slot.release_soon();
+        run(async move {
+            let mut conn = slot.conn.lock().await.take().ok_or_else(released)?;
+            if commit {
+                conn.commit_depth(depth).await
+            } else {
+                conn.rollback_depth(depth).await
+            }
+        })
+        .await
     }
 
     /// Returns the connection to the pool, once the operation in progress, if any, ends (an
