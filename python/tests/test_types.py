@@ -170,3 +170,45 @@ async def test_unsupported_parameter_types_name_the_parameter(database_url: str)
             await database.fetch_one("SELECT :big", {"big": 2**70})
         with pytest.raises(TypeError, match="enum member"):
             await database.fetch_one("SELECT :c", {"c": Color.RED})
+
+
+class Counted(sqlalchemy.TypeDecorator):
+    """Counts how often its result processor runs."""
+
+    impl = sqlalchemy.String(20)
+    cache_ok = True
+    calls = 0
+
+    def process_result_value(self, value: typing.Any, dialect: typing.Any) -> typing.Any:
+        Counted.calls += 1
+        return value.upper() if value is not None else value
+
+
+counted_metadata = sqlalchemy.MetaData()
+counted = sqlalchemy.Table(
+    "counted_values",
+    counted_metadata,
+    sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+    sqlalchemy.Column("a", Counted()),
+    sqlalchemy.Column("b", Counted()),
+)
+
+
+@pytest.mark.asyncio
+async def test_values_are_converted_once_when_first_read(
+    database_url: str, create_tables: typing.Callable[[sqlalchemy.MetaData], None]
+) -> None:
+    create_tables(counted_metadata)
+    async with Database(database_url) as database:
+        await database.execute(counted.insert().values(id=1, a="x", b="y"))
+        Counted.calls = 0
+        row = await database.fetch_one(counted.select())
+        assert row is not None
+        # Nothing is converted until read, as upstream applies processors on access.
+        assert Counted.calls == 0
+        assert row["a"] == "X"
+        assert row["a"] is row[1] is row.a
+        assert Counted.calls == 1
+        assert row.values() == (1, "X", "Y")
+        assert dict(row) == {"id": 1, "a": "X", "b": "Y"}
+        assert Counted.calls == 2

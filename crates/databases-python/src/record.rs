@@ -6,11 +6,13 @@ use chrono::Timelike;
 use databases::Columns;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
 
 use crate::convert;
 
-/// What the rows of one result share: the column names and how to find a column.
+/// What the rows of one result share: the column names, how to find a column, and how to
+/// turn a value into Python.
 pub(crate) struct Meta {
     /// The column names in order (duplicates kept).
     keys: Py<PyTuple>,
@@ -18,14 +20,24 @@ pub(crate) struct Meta {
     index: Py<PyDict>,
     /// `str(column)` of SQLAlchemy columns (`"table.col"`) to position, for compiled queries.
     extra: Option<Py<PyDict>>,
+    /// A SQLAlchemy result processor per column, or `None`.
+    processors: Vec<Option<Py<PyAny>>>,
+    /// MySQL `TIME` comes back as a `timedelta`, as the MySQL drivers return it (it is a
+    /// duration of up to 838 hours, not a time of day).
+    time_as_delta: bool,
 }
 
 /// A result row. It is a read-only mapping from column names to values that also takes a
 /// column position (`row[0]`), a SQLAlchemy column (`row[notes.c.text]`) and attribute access
 /// (`row.text`).
+///
+/// It keeps the core's values and makes the Python object of a column when it is first
+/// read (then keeps that), as upstream applies its result processors on access: a row
+/// costs its Rust values until read, and a field never read is never converted.
 #[pyclass(frozen, mapping, module = "databases", name = "Record")]
 pub(crate) struct Record {
-    values: Py<PyTuple>,
+    raw: Box<[databases::Value]>,
+    cache: Box<[PyOnceLock<Py<PyAny>>]>,
     meta: Arc<Meta>,
 }
 
@@ -57,8 +69,6 @@ pub(crate) struct Builder<'py> {
     processors: Vec<Option<Bound<'py, PyAny>>>,
     extra: Option<Py<PyDict>>,
     meta: Option<(Arc<Columns>, Arc<Meta>)>,
-    /// MySQL `TIME` comes back as a `timedelta`, as the MySQL drivers return it (it is a
-    /// duration of up to 838 hours, not a time of day).
     time_as_delta: bool,
 }
 
@@ -97,40 +107,23 @@ impl<'py> Builder<'py> {
             keys: keys.unbind(),
             index: index.unbind(),
             extra: self.extra.as_ref().map(|e| e.clone_ref(py)),
+            processors: self
+                .processors
+                .iter()
+                .map(|p| p.as_ref().map(|p| p.clone().unbind()))
+                .collect(),
+            time_as_delta: self.time_as_delta,
         });
         self.meta = Some((columns.clone(), meta.clone()));
         Ok(meta)
     }
 
-    /// Converts one core record.
+    /// Wraps one core record; its values are converted when read.
     pub(crate) fn record(&mut self, record: databases::Record) -> PyResult<Bound<'py, Record>> {
         let meta = self.meta_for(record.column_list())?;
-        let py = self.py;
-        let values = record.into_values();
-        let mut out = Vec::with_capacity(values.len());
-        for (i, value) in values.into_iter().enumerate() {
-            let value = match value {
-                databases::Value::Time(t) if self.time_as_delta => databases::Value::Interval {
-                    months: 0,
-                    days: 0,
-                    microseconds: i64::from(t.num_seconds_from_midnight()) * 1_000_000
-                        + i64::from(t.nanosecond() / 1000),
-                },
-                other => other,
-            };
-            let v = convert::to_py(py, value)?;
-            out.push(match self.processors.get(i) {
-                Some(Some(process)) if !v.is_none() => process.call1((v,))?,
-                _ => v,
-            });
-        }
-        Bound::new(
-            py,
-            Record {
-                values: PyTuple::new(py, out)?.unbind(),
-                meta,
-            },
-        )
+        let raw = record.into_values().into_boxed_slice();
+        let cache = raw.iter().map(|_| PyOnceLock::new()).collect();
+        Bound::new(self.py, Record { raw, cache, meta })
     }
 
     /// Converts all the records of a result into a list.
@@ -144,6 +137,37 @@ impl<'py> Builder<'py> {
 }
 
 impl Record {
+    /// The Python value of column `i` (made on first use, then kept).
+    fn value<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let cached = self.cache[i].get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            let value = match &self.raw[i] {
+                databases::Value::Time(t) if self.meta.time_as_delta => {
+                    databases::Value::Interval {
+                        months: 0,
+                        days: 0,
+                        microseconds: i64::from(t.num_seconds_from_midnight()) * 1_000_000
+                            + i64::from(t.nanosecond() / 1000),
+                    }
+                }
+                other => other.clone(),
+            };
+            let v = convert::to_py(py, value)?;
+            Ok(match self.meta.processors.get(i) {
+                Some(Some(process)) if !v.is_none() => process.bind(py).call1((v,))?.unbind(),
+                _ => v.unbind(),
+            })
+        })?;
+        Ok(cached.bind(py).clone())
+    }
+
+    /// Every value, in column order.
+    fn tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let values = (0..self.raw.len())
+            .map(|i| self.value(py, i))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, values)
+    }
+
     /// The position of the column `key` names, if any.
     fn position(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
         if key.is_instance_of::<PyString>() {
@@ -176,8 +200,8 @@ impl Record {
 
     fn pairs<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
         let keys = self.meta.keys.bind(py);
-        let values = self.values.bind(py);
-        keys.iter().zip(values.iter()).map(Ok).collect()
+        let values = self.tuple(py)?;
+        Ok(keys.iter().zip(values.iter()).collect())
     }
 }
 
@@ -189,10 +213,10 @@ impl Record {
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if key.is_instance_of::<PySlice>() {
-            return self.values.bind(py).as_any().get_item(key);
+            return self.tuple(py)?.as_any().get_item(key);
         }
         match self.position(py, key)? {
-            Some(i) => self.values.bind(py).get_item(i),
+            Some(i) => self.value(py, i),
             None if key.is_instance_of::<PyInt>() => Err(PyIndexError::new_err(format!(
                 "record index {key} out of range: the record has {} column(s)",
                 self.meta.keys.bind(py).len()
@@ -207,7 +231,7 @@ impl Record {
         name: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
         match self.meta.index.bind(py).get_item(name)? {
-            Some(i) => self.values.bind(py).get_item(i.extract()?),
+            Some(i) => self.value(py, i.extract()?),
             None => Err(PyAttributeError::new_err(format!(
                 "the record has no column '{name}' (its columns: {})",
                 self.meta
@@ -221,8 +245,8 @@ impl Record {
         }
     }
 
-    fn __len__(&self, py: Python<'_>) -> usize {
-        self.values.bind(py).len()
+    fn __len__(&self) -> usize {
+        self.raw.len()
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -239,8 +263,8 @@ impl Record {
     }
 
     /// The values, in column order.
-    fn values<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
-        self.values.bind(py).clone()
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.tuple(py)
     }
 
     /// `(name, value)` pairs, in column order.
@@ -257,7 +281,7 @@ impl Record {
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         match self.position(py, key)? {
-            Some(i) => self.values.bind(py).get_item(i),
+            Some(i) => self.value(py, i),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
@@ -269,8 +293,8 @@ impl Record {
     }
 
     /// The values as a tuple (SQLAlchemy's `Row._tuple()`).
-    fn _tuple<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
-        self.values.bind(py).clone()
+    fn _tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.tuple(py)
     }
 
     /// A dict of the columns (for a duplicated name, the last column).
@@ -298,7 +322,7 @@ impl Record {
         if let Ok(other) = other.cast::<Record>() {
             let other = other.get();
             return Ok(self.meta.keys.bind(py).eq(other.meta.keys.bind(py))?
-                && self.values.bind(py).eq(other.values.bind(py))?);
+                && self.tuple(py)?.eq(other.tuple(py)?)?);
         }
         if let Ok(other) = other.cast::<PyDict>() {
             return self._asdict(py)?.eq(other);
