@@ -77,8 +77,9 @@ def main() -> None:
 
             def mratio(impl: str) -> str:
                 f = figures.get(impl)
-                if not f or f["peak_bytes"] <= 0:
-                    return "—"
+                # Below a MiB the peak is noise (allocator arenas), not the workload.
+                if not f or f["peak_bytes"] < 2**20 or figures["ours"]["peak_bytes"] < 2**20:
+                    return "flat" if f else "—"
                 return f"{figures['ours']['peak_bytes'] / f['peak_bytes']:.2f}x"
 
             print(f"| {label} | {mib('ours')} | {mib('upstream')} | {mib('raw')} | {mratio('upstream')} | {mratio('raw')} |")
