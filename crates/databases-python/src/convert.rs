@@ -64,8 +64,15 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// How deep lists may nest in a parameter: PostgreSQL arrays have at most 6 dimensions.
+const MAX_ARRAY_DEPTH: usize = 6;
+
 /// Converts one parameter value; `name` is the parameter, for messages.
 pub(crate) fn to_value(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Value> {
+    value_of(obj, name, 0)
+}
+
+fn value_of(obj: &Bound<'_, PyAny>, name: &str, depth: usize) -> PyResult<Value> {
     let py = obj.py();
     if obj.is_none() {
         return Ok(Value::Null);
@@ -157,9 +164,15 @@ pub(crate) fn to_value(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Value> {
         return Ok(Value::Json(json_of(d.as_any(), name, 0)?));
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(PyValueError::new_err(format!(
+                "parameter '{name}': lists nested deeper than {MAX_ARRAY_DEPTH} levels (the most \
+                 array dimensions PostgreSQL has); pass deeper data as JSON (json.dumps)"
+            )));
+        }
         let mut items = Vec::new();
         for item in obj.try_iter()? {
-            items.push(to_value(&item?, name)?);
+            items.push(value_of(&item?, name, depth + 1)?);
         }
         return Ok(Value::Array(items));
     }

@@ -264,6 +264,11 @@ impl MyConnection {
         };
         let result = super::with_command_timeout(limit, op(conn), kill).await;
         guard.done();
+        if let Err(e) = &result
+            && ends_connection(e)
+        {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
         result
     }
 
@@ -433,10 +438,15 @@ impl MyConnection {
                     guard.done();
                 }
                 Some(Err(e)) => {
-                    *returned
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
-                    guard.done();
+                    if ends_connection(&e) {
+                        // Dropped with its guard still set: the connection is discarded.
+                        drop(guard);
+                    } else {
+                        *returned
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
+                        guard.done();
+                    }
                     let _ = tx.send(Err(e)).await;
                 }
                 // Abandoned mid-result: the guard kills the query and the connection is dropped.
@@ -724,6 +734,17 @@ fn describe(e: &mysql_async::Error) -> String {
     }
 }
 
+/// True for errors after which the server has closed the connection, or may have: it must
+/// not be used again. The connection was lost, or the server refused a packet (larger than
+/// `max_allowed_packet`, or out of order), which it answers by closing the connection.
+fn ends_connection(e: &Error) -> bool {
+    e.kind() == ErrorKind::ConnectionLost
+        || matches!(
+            e.code(),
+            Some("1153" | "1154" | "1155" | "1156" | "1157" | "1158" | "1159" | "1160" | "1161")
+        )
+}
+
 fn map_error(e: mysql_async::Error) -> Error {
     match &e {
         mysql_async::Error::Server(s) => {
@@ -756,6 +777,17 @@ fn map_error(e: mysql_async::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_connections_and_refused_packets_end_the_connection() {
+        assert!(ends_connection(&Error::connection_lost("gone")));
+        assert!(ends_connection(
+            &Error::new(ErrorKind::Database, "packet").with_db("1153", "too big")
+        ));
+        assert!(!ends_connection(
+            &Error::new(ErrorKind::UniqueViolation, "dup").with_db("1062", "dup")
+        ));
+    }
 
     #[test]
     fn values_clauses() {
