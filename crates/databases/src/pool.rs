@@ -74,7 +74,9 @@ pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
         .max_size(config.max_size)
         .min_idle(Some(config.min_size))
         .connection_timeout(config.acquire_timeout)
-        .test_on_check_out(false)
+        // A check without I/O (see `is_valid`): a connection whose server went away while
+        // it was idle (PostgreSQL sees that at once) is replaced rather than handed out.
+        .test_on_check_out(true)
         .retry_connection(false)
         .max_lifetime(config.pool_recycle)
         // The most recently used connection first: it is warm, and idle ones can expire.
