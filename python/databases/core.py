@@ -384,6 +384,11 @@ class Connection:
                 native, self._native = self._native, None
                 try:
                     await native.release()
+                except BaseException:
+                    # Cancelled (or failed) while giving it back: give it back without
+                    # waiting, rather than leave it to whenever the object is collected.
+                    native.release_soon()
+                    raise
                 finally:
                     self._forget()
 
@@ -416,6 +421,12 @@ class Connection:
                 self._connection_counter = 0
                 try:
                     await native.finish_release(depth, commit)
+                except BaseException:
+                    # Cancelled before the connection went back: it goes back without
+                    # waiting (inside its transaction, so the pool closes it, which rolls
+                    # the transaction back on the server).
+                    native.release_soon()
+                    raise
                 finally:
                     self._forget()
                 return
