@@ -1,0 +1,94 @@
+//! 1,000 futures dropped at varied points of a fetch, a transaction and an iteration leak
+//! nothing: the pool serves every connection afterwards, and the server's session count
+//! returns to where it was. (A test binary of its own, so that no other test's sessions
+//! are counted.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use databases::{Backend, Database, DatabaseOptions};
+use futures_util::future::join_all;
+
+async fn sessions(observer: &Database) -> i64 {
+    let sql = match observer.backend() {
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid()"
+        }
+        _ => {
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+              AND COMMAND <> 'Daemon'"
+        }
+    };
+    observer
+        .fetch_val::<i64>(sql, (), 0)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_dropped_futures_leak_nothing() {
+    let three = DatabaseOptions::new().min_size(1).max_size(3);
+    for t in common::databases_with(&three) {
+        let l = &t.label;
+        let server = t.backend() != Backend::Sqlite;
+        // One connection, so that its pool keeps no idle one besides it.
+        let observer = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
+        observer.connect().await.unwrap();
+        let before = if server { sessions(&observer).await } else { 0 };
+        t.connect().await.unwrap();
+        let slow = t.slow_query();
+        let started = Instant::now();
+        for i in 0..1000u64 {
+            let limit = Duration::from_micros(500 + (i * 7919) % 19_500);
+            let db = t.db.clone();
+            let work = async move {
+                match i % 3 {
+                    0 => db.fetch_one(slow, ()).await.map(drop),
+                    1 => {
+                        let mut tx = db.transaction().await?;
+                        tx.execute("SELECT 1", ()).await?;
+                        tx.fetch_one(slow, ()).await?;
+                        tx.commit().await
+                    }
+                    _ => {
+                        let mut rows = db.iterate(slow, ());
+                        rows.try_next().await.map(drop)
+                    }
+                }
+            };
+            assert!(
+                tokio::time::timeout(limit, work).await.is_err(),
+                "{l}: {i} finished"
+            );
+        }
+        eprintln!("{l}: 1,000 dropped futures in {:?}", started.elapsed());
+        let values = tokio::time::timeout(
+            Duration::from_secs(30),
+            join_all((0..6).map(|_| t.fetch_val::<i64>("SELECT 1", (), 0))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{l}: the pool did not serve six calls"));
+        for v in values {
+            assert_eq!(v.unwrap(), Some(1), "{l}");
+        }
+        t.disconnect().await.unwrap();
+        if server {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let now = sessions(&observer).await;
+                if now <= before {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{l}: {now} sessions left, {before} before"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        observer.disconnect().await.unwrap();
+    }
+}
