@@ -77,22 +77,24 @@ async fn guarded<T>(closing: &Closing, op: impl Future<Output = Result<T>>) -> R
     }
 }
 
-/// `rows`, ended by an error if `disconnect` closes the connection first.
+/// `rows`, ended by an error if `disconnect` closes the connection first. The wait for the
+/// close is set up once for the whole stream, not once per row.
 fn guarded_stream<'a>(
     closing: Arc<Closing>,
     rows: BoxStream<'a, Result<Record>>,
 ) -> BoxStream<'a, Result<Record>> {
+    let closed: BoxFuture<'static, ()> = {
+        let closing = closing.clone();
+        Box::pin(async move { closing.closed().await })
+    };
     Box::pin(futures_util::stream::unfold(
-        Some((rows, closing)),
+        Some((rows, closed, closing)),
         |state| async move {
-            let (mut rows, closing) = state?;
-            if closing.is_closed() {
-                return Some((Err(closing.error()), None));
-            }
+            let (mut rows, mut closed, closing) = state?;
             tokio::select! {
                 biased;
-                item = rows.next() => Some((item?, Some((rows, closing)))),
-                () = closing.closed() => Some((Err(closing.error()), None)),
+                () = &mut closed => Some((Err(closing.error()), None)),
+                item = rows.next() => Some((item?, Some((rows, closed, closing)))),
             }
         },
     ))

@@ -142,8 +142,10 @@ pub(crate) struct Closing {
     held: AtomicUsize,
     /// Set when disconnect stopped waiting: operations on held connections fail.
     closed: AtomicBool,
-    /// Woken when `held` falls or `closed` is set.
-    changed: Notify,
+    /// Woken when `closed` is set (operations in flight wait on it).
+    closing: Notify,
+    /// Woken when `held` falls (only disconnect waits on it).
+    returned: Notify,
     /// How long disconnect waited, for the error message.
     waited: Mutex<Duration>,
 }
@@ -156,7 +158,7 @@ impl Closing {
     /// Completes once the database closes its connections.
     pub(crate) async fn closed(&self) {
         loop {
-            let changed = self.changed.notified();
+            let changed = self.closing.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if self.is_closed() {
@@ -183,7 +185,7 @@ impl Closing {
     pub(crate) async fn close(&self, timeout: Duration) -> usize {
         let all_back = async {
             loop {
-                let changed = self.changed.notified();
+                let changed = self.returned.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
                 if self.held.load(Ordering::SeqCst) == 0 {
@@ -197,7 +199,7 @@ impl Closing {
         }
         *self.waited.lock().unwrap_or_else(PoisonError::into_inner) = timeout;
         self.closed.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        self.closing.notify_waiters();
         self.held.load(Ordering::SeqCst)
     }
 }
@@ -219,6 +221,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
+        self.0.returned.notify_waiters();
     }
 }
