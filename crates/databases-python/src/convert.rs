@@ -231,7 +231,7 @@ fn datetime_value(dt: &Bound<'_, PyDateTime>, name: &str) -> PyResult<Value> {
 
 /// Converts a dict or list parameter to JSON.
 fn json_of(obj: &Bound<'_, PyAny>, name: &str, depth: usize) -> PyResult<serde_json::Value> {
-    const MAX_DEPTH: usize = 512;
+    const MAX_DEPTH: usize = databases::MAX_NESTING;
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
             "parameter '{name}': JSON nested deeper than {MAX_DEPTH} levels"

@@ -179,9 +179,14 @@ impl Connection {
                          parameters",
                     ));
                 }
+                let names: std::sync::Arc<[String]> =
+                    (1..=values.len()).map(|i| i.to_string()).collect();
+                for (name, value) in names.iter().zip(&values) {
+                    crate::params::check_nesting(name, value)?;
+                }
                 Ok(BoundQuery {
                     sql: sql.into(),
-                    names: (1..=values.len()).map(|i| i.to_string()).collect(),
+                    names,
                     values,
                     in_transaction: self.in_transaction(),
                 })

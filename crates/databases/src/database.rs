@@ -97,6 +97,16 @@ struct Inner {
     lifecycle: tokio::sync::Mutex<()>,
 }
 
+/// A snapshot of a connected [`Database`]'s pool, from [`Database::pool_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolState {
+    /// Open connections, in use or idle (at most `max_size`).
+    pub connections: u32,
+    /// Open connections that nobody holds.
+    pub idle: u32,
+}
+
 struct Connected {
     pool: Pool,
     /// The one connection of a `force_rollback` database, inside its outer transaction.
@@ -151,6 +161,17 @@ impl Database {
     /// True when every call runs inside one transaction that `disconnect` rolls back.
     pub fn is_force_rollback(&self) -> bool {
         self.inner.config.force_rollback
+    }
+
+    /// How many connections the pool holds right now, and how many of them are idle; `None`
+    /// when not connected. For health endpoints and leak checks.
+    pub fn pool_state(&self) -> Option<PoolState> {
+        let connected = self.state().clone()?;
+        let state = connected.pool.state();
+        Some(PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, Option<Arc<Connected>>> {

@@ -337,6 +337,42 @@ mod tests {
         at: chrono::NaiveDateTime,
     }
 
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code, reason = "only deserialized")]
+    struct Everything {
+        row: Option<Row>,
+        tuple: Option<(i64, String)>,
+        chrono: Option<chrono::DateTime<chrono::FixedOffset>>,
+        uuid: Option<uuid::Uuid>,
+        decimal: Option<rust_decimal::Decimal>,
+        list: Option<Vec<Option<i16>>>,
+        map: Option<std::collections::HashMap<String, serde_json::Value>>,
+        unit: Option<()>,
+        char: Option<char>,
+        small: Option<u8>,
+    }
+
+    proptest::proptest! {
+        /// Fuzzing: any values in a record deserialize into a struct or fail with a
+        /// decode error; never a panic.
+        #[test]
+        fn deserializing_any_record_never_panics(
+            values in proptest::collection::vec(crate::value::tests::arb_value(), 10),
+        ) {
+            let names = [
+                "row", "tuple", "chrono", "uuid", "decimal", "list", "map", "unit", "char", "small",
+            ];
+            let pairs: Vec<(&str, Value)> = names.iter().copied().zip(values).collect();
+            let r = record(&pairs);
+            if let Err(e) = r.deserialize::<Everything>() {
+                proptest::prop_assert_eq!(e.kind(), ErrorKind::Decode, "{}", e);
+            }
+            let _ = r.deserialize::<Row>();
+            let _ = r.deserialize::<(serde_json::Value, Option<String>, f64)>();
+            let _ = r.deserialize::<std::collections::BTreeMap<String, serde_json::Value>>();
+        }
+    }
+
     #[test]
     fn record_into_struct_with_sqlite_storage_types() {
         let r = record(&[

@@ -261,7 +261,7 @@ mod value;
 pub(crate) use config::Config;
 pub use config::DatabaseOptions;
 pub use connection::{Connection, ExecuteResult};
-pub use database::{Database, IntoDatabaseUrl};
+pub use database::{Database, IntoDatabaseUrl, PoolState};
 pub use error::{Error, ErrorKind, OptionalExtension, Result};
 pub use params::{Dialect, IntoParams, NamedParams, Rewritten, rewrite};
 pub use query::{Rendered, Sql};
@@ -269,7 +269,7 @@ pub use record::{ColumnIndex, Columns, Record};
 pub use stream::RowStream;
 pub use transaction::{IsolationLevel, Transaction, TransactionOptions};
 pub use url::{Backend, DatabaseUrl};
-pub use value::{FromValue, Value, ValueError};
+pub use value::{FromValue, MAX_NESTING, Value, ValueError};
 
 /// The README's code runs as a doctest (it uses the `sea-query` feature; the test command
 /// runs with all features).

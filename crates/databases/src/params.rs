@@ -304,7 +304,10 @@ impl NamedParams {
                 // A name used before: its value has moved into `out` already.
                 Some(first) => out[first].clone(),
                 None => match self.0.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, v)) => std::mem::take(v),
+                    Some((_, v)) => {
+                        check_nesting(name, v)?;
+                        std::mem::take(v)
+                    }
                     None => return Err(self.missing(name)),
                 },
             };
@@ -350,6 +353,20 @@ impl NamedParams {
         }
         Ok(params)
     }
+}
+
+/// Refuses a value nested deeper than [`crate::MAX_NESTING`] levels.
+pub(crate) fn check_nesting(name: &str, value: &Value) -> Result<()> {
+    if value.nests_deeper_than(crate::MAX_NESTING) {
+        return Err(Error::new(
+            ErrorKind::InvalidParameter,
+            format!(
+                "query parameter ':{name}': arrays and JSON nested deeper than {} levels",
+                crate::MAX_NESTING
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "serde")]

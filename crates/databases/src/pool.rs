@@ -51,7 +51,7 @@ impl bb8::ManageConnection for Manager {
     }
 
     async fn is_valid(&self, conn: &mut PoolConn) -> Result<()> {
-        if self.has_broken(conn) {
+        if self.has_broken(conn) || conn.raw.closed_by_server() {
             Err(Error::connection_lost("the pooled connection is broken"))
         } else {
             Ok(())

@@ -60,7 +60,50 @@ pub enum Value {
     Array(Vec<Value>),
 }
 
+/// How deeply arrays and JSON arrays and objects may nest in a parameter (a scalar is 0,
+/// `[1]` is 1). Deeper values are refused with
+/// [`ErrorKind::InvalidParameter`](crate::ErrorKind::InvalidParameter) before anything runs:
+/// serde_json reads JSON back only this deep, and the encoders, which recurse, stay far from
+/// the end of a thread's stack.
+pub const MAX_NESTING: usize = 128;
+
 impl Value {
+    /// Whether arrays and JSON containers nest deeper than `limit` in this value. Counted
+    /// without recursion, so any depth is safe to check.
+    pub(crate) fn nests_deeper_than(&self, limit: usize) -> bool {
+        use serde_json::Value as J;
+        enum Node<'a> {
+            Value(&'a Value),
+            Json(&'a J),
+        }
+        if !matches!(
+            self,
+            Value::Array(_) | Value::Json(J::Array(_) | J::Object(_))
+        ) {
+            return false;
+        }
+        let mut stack = vec![(Node::Value(self), 0_usize)];
+        while let Some((node, depth)) = stack.pop() {
+            if depth > limit {
+                return true;
+            }
+            match node {
+                Node::Value(Value::Array(items)) => {
+                    stack.extend(items.iter().map(|v| (Node::Value(v), depth + 1)));
+                }
+                Node::Value(Value::Json(j)) => stack.push((Node::Json(j), depth)),
+                Node::Json(J::Array(items)) => {
+                    stack.extend(items.iter().map(|j| (Node::Json(j), depth + 1)));
+                }
+                Node::Json(J::Object(map)) => {
+                    stack.extend(map.values().map(|j| (Node::Json(j), depth + 1)));
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// True for [`Value::Null`].
     pub fn is_null(&self) -> bool {
         matches!(self, Self::Null)
@@ -528,8 +571,132 @@ impl FromValue for serde_json::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Any value the backends can produce, nested arrays included.
+    pub(crate) fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let json = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+        ]
+        .prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z]{1,3}", inner, 0..3)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        use chrono::Datelike;
+        let date = (NaiveDate::MIN.num_days_from_ce()..=NaiveDate::MAX.num_days_from_ce())
+            .prop_map(|d| NaiveDate::from_num_days_from_ce_opt(d).expect("in range"));
+        let time = (0_u32..86_400, 0_u32..1_000_000_000).prop_map(|(s, n)| {
+            NaiveTime::from_num_seconds_from_midnight_opt(s, n).expect("in range")
+        });
+        let offset =
+            (-86_399_i32..86_400).prop_map(|o| FixedOffset::east_opt(o).expect("within a day"));
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(Value::UInt),
+            any::<f64>().prop_map(Value::Float),
+            (any::<i64>(), 0_u32..=28).prop_map(|(m, s)| Value::Decimal(Decimal::new(m, s))),
+            // Text that parses as something half the time.
+            prop_oneof![
+                "\\PC{0,12}",
+                "-?[0-9]{1,25}(\\.[0-9]{0,30})?",
+                "[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}( [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\\.[0-9]{1,9})?)?([+-][0-9]{2}(:[0-9]{2})?)?",
+                "[0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\\.[0-9]{1,12})?)?",
+                "(true|false|yes|no|on|off|t|f|1|0|TRUE)",
+                "[0-9a-f-]{32,36}",
+                "[\\[\\]{}\"0-9,:a-z ]{0,12}",
+            ]
+            .prop_map(Value::Text),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Bytes),
+            date.clone().prop_map(Value::Date),
+            time.clone().prop_map(Value::Time),
+            (time.clone(), offset.clone()).prop_map(|(t, o)| Value::TimeTz(t, o)),
+            (date.clone(), time.clone()).prop_map(|(d, t)| Value::DateTime(d.and_time(t))),
+            (date, time, offset).prop_filter_map("a datetime in range", |(d, t, o)| {
+                d.and_time(t).and_local_timezone(o).single().map(Value::DateTimeTz)
+            }),
+            any::<u128>().prop_map(|u| Value::Uuid(Uuid::from_u128(u))),
+            json.prop_map(Value::Json),
+            (any::<i32>(), any::<i32>(), any::<i64>()).prop_map(|(months, days, microseconds)| {
+                Value::Interval { months, days, microseconds }
+            }),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(Value::Array)
+        })
+    }
+
+    /// Converts into every `FromValue` type; each must answer, never panic.
+    fn convert_every_way(v: &Value) {
+        fn try_as<T: FromValue>(v: &Value) {
+            if let Err(e) = T::from_value(v) {
+                // The message names the target type.
+                assert!(e.to_string().contains(T::TYPE_NAME), "{e}");
+            }
+            let _ = Option::<T>::from_value(v);
+        }
+        try_as::<Value>(v);
+        try_as::<bool>(v);
+        try_as::<i8>(v);
+        try_as::<i16>(v);
+        try_as::<i32>(v);
+        try_as::<i64>(v);
+        try_as::<u8>(v);
+        try_as::<u16>(v);
+        try_as::<u32>(v);
+        try_as::<u64>(v);
+        try_as::<i128>(v);
+        try_as::<u128>(v);
+        try_as::<f32>(v);
+        try_as::<f64>(v);
+        try_as::<Decimal>(v);
+        try_as::<String>(v);
+        try_as::<Vec<u8>>(v);
+        try_as::<Vec<Value>>(v);
+        try_as::<NaiveDate>(v);
+        try_as::<NaiveTime>(v);
+        try_as::<NaiveDateTime>(v);
+        try_as::<DateTime<FixedOffset>>(v);
+        try_as::<DateTime<chrono::Utc>>(v);
+        try_as::<Uuid>(v);
+        try_as::<serde_json::Value>(v);
+    }
+
+    proptest::proptest! {
+        /// Fuzzing the decoding of values into Rust types.
+        #[test]
+        fn converting_any_value_never_panics(v in arb_value()) {
+            convert_every_way(&v);
+            let _ = v.nests_deeper_than(2);
+            let _ = format!("{v:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_counted_without_recursion() {
+        let mut v = Value::Json(serde_json::Value::Null);
+        assert!(!v.nests_deeper_than(0));
+        let mut j = serde_json::Value::Null;
+        for _ in 0..10 {
+            j = serde_json::json!({ "a": [j] });
+        }
+        v = Value::Json(j);
+        assert!(!v.nests_deeper_than(20));
+        assert!(v.nests_deeper_than(19));
+        let array = Value::Array(vec![Value::Int(1), Value::Array(vec![v])]);
+        assert!(!array.nests_deeper_than(22));
+        assert!(array.nests_deeper_than(21));
+        assert!(!Value::Text("[[[[".into()).nests_deeper_than(0));
+    }
 
     #[test]
     fn from_rust_types() {

@@ -403,3 +403,25 @@ async fn structs_in_and_out() {
         assert_eq!(row.deserialize::<Score>().unwrap(), daisy, "{l}");
     }
 }
+
+#[tokio::test]
+async fn pool_state_counts_held_and_idle_connections() {
+    let options = databases::DatabaseOptions::new().min_size(1).max_size(3);
+    for t in common::databases_with(&options) {
+        let l = &t.label;
+        assert_eq!(t.pool_state(), None, "{l}: not connected");
+        t.connect().await.unwrap();
+        let a = t.connection().await.unwrap();
+        let b = t.connection().await.unwrap();
+        let state = t.pool_state().unwrap();
+        assert!(state.connections >= 2, "{l}: {state:?}");
+        assert_eq!(state.connections - state.idle, 2, "{l}: {state:?}");
+        drop((a, b));
+        tokio::task::yield_now().await;
+        let state = t.pool_state().unwrap();
+        assert_eq!(state.idle, state.connections, "{l}: {state:?}");
+        assert!(state.connections <= 3, "{l}: {state:?}");
+        t.disconnect().await.unwrap();
+        assert_eq!(t.pool_state(), None, "{l}: disconnected");
+    }
+}

@@ -441,4 +441,16 @@ impl RawConnection {
             Self::Mysql(c) => c.is_broken(),
         }
     }
+
+    /// Whether the server ended this idle connection in a way the client has not seen yet.
+    /// Checked when the pool hands a connection out; PostgreSQL's and SQLite's
+    /// `is_broken` already cover it.
+    pub(crate) fn closed_by_server(&self) -> bool {
+        match self {
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.closed_by_server(),
+            #[allow(unreachable_patterns, reason = "MySQL may be the only backend built")]
+            _ => false,
+        }
+    }
 }

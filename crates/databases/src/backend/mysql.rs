@@ -59,6 +59,8 @@ pub(crate) struct MyConfig {
     connect_timeout: Duration,
     command_timeout: Option<Duration>,
     target: String,
+    /// Whether connections use TLS (the liveness probe reads the socket under it).
+    tls: bool,
 }
 
 impl std::fmt::Debug for MyConfig {
@@ -156,6 +158,7 @@ impl MyConfig {
             connect_timeout,
             command_timeout,
             target,
+            tls: mode != "disable",
         })
     }
 }
@@ -172,6 +175,8 @@ pub(crate) struct MyConnection {
     /// Set while an `iterate` task owns the connection: completes when it gave it back (or
     /// gave up on it).
     streaming: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Tells, without I/O, whether the server closed the connection while it sat idle.
+    probe: Option<probe::Socket>,
 }
 
 async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
@@ -200,7 +205,8 @@ fn kill_query(opts: Opts, id: u32) {
 
 impl MyConnection {
     pub(crate) async fn open(config: &MyConfig) -> Result<Self> {
-        let conn = connect(&config.opts, config.connect_timeout, &config.target).await?;
+        let mut conn = connect(&config.opts, config.connect_timeout, &config.target).await?;
+        let probe = probe::Socket::find(&mut conn, &config.opts, config.tls).await;
         Ok(Self {
             id: conn.id(),
             conn: Some(conn),
@@ -209,6 +215,7 @@ impl MyConnection {
             command_timeout: config.command_timeout,
             poisoned: Arc::new(AtomicBool::new(false)),
             streaming: None,
+            probe,
         })
     }
 
@@ -220,6 +227,15 @@ impl MyConnection {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .is_none())
+    }
+
+    /// Whether the server closed this idle connection (a restart, `KILL`, `wait_timeout`),
+    /// which the client otherwise hears of only when its next statement fails. One
+    /// non-blocking `recv`, no round trip; asked when the pool hands the connection out.
+    pub(crate) fn closed_by_server(&self) -> bool {
+        self.conn.is_some()
+            && self.streaming.is_none()
+            && self.probe.as_ref().is_some_and(probe::Socket::closed)
     }
 
     /// Marks the start of an operation and gives the connection; fails on a poisoned one.
@@ -570,15 +586,29 @@ fn columns_of(meta: &[Column]) -> Arc<Columns> {
 }
 
 fn decode_row(values: Vec<MyValue>, meta: &[Column]) -> Result<Vec<Value>> {
-    values
-        .into_iter()
-        .zip(meta)
-        .map(|(v, c)| decode(v, c))
-        .collect()
+    let mut out = Vec::with_capacity(values.len());
+    for (v, c) in values.into_iter().zip(meta) {
+        // Pushed in place; the large error is built only on failure.
+        match decode_value(v, c) {
+            Ok(v) => out.push(v),
+            Err(why) => return Err(decode_error(c, &why)),
+        }
+    }
+    Ok(out)
 }
 
 fn decode(value: MyValue, column: &Column) -> Result<Value> {
-    let bad = |why: String| Error::decode(format!("column '{}': {why}", column.name_str()));
+    decode_value(value, column).map_err(|why| decode_error(column, &why))
+}
+
+#[cold]
+fn decode_error(column: &Column, why: &str) -> Error {
+    Error::decode(format!("column '{}': {why}", column.name_str()))
+}
+
+/// A value, or why it cannot be decoded (small, so that results move cheaply).
+fn decode_value(value: MyValue, column: &Column) -> std::result::Result<Value, Box<str>> {
+    let bad = |why: String| why.into_boxed_str();
     Ok(match value {
         MyValue::NULL => Value::Null,
         MyValue::Int(i) => Value::Int(i),
@@ -778,6 +808,64 @@ fn map_error(e: mysql_async::Error) -> Error {
 mod tests {
     use super::*;
 
+    /// Column types the server sends, for the decoding fuzz test.
+    const FUZZED: &[ColumnType] = &[
+        ColumnType::MYSQL_TYPE_TINY,
+        ColumnType::MYSQL_TYPE_LONGLONG,
+        ColumnType::MYSQL_TYPE_FLOAT,
+        ColumnType::MYSQL_TYPE_DOUBLE,
+        ColumnType::MYSQL_TYPE_NEWDECIMAL,
+        ColumnType::MYSQL_TYPE_DECIMAL,
+        ColumnType::MYSQL_TYPE_VAR_STRING,
+        ColumnType::MYSQL_TYPE_BLOB,
+        ColumnType::MYSQL_TYPE_JSON,
+        ColumnType::MYSQL_TYPE_BIT,
+        ColumnType::MYSQL_TYPE_DATE,
+        ColumnType::MYSQL_TYPE_DATETIME,
+        ColumnType::MYSQL_TYPE_TIMESTAMP,
+        ColumnType::MYSQL_TYPE_TIME,
+        ColumnType::MYSQL_TYPE_YEAR,
+        ColumnType::MYSQL_TYPE_ENUM,
+        ColumnType::MYSQL_TYPE_SET,
+        ColumnType::MYSQL_TYPE_GEOMETRY,
+    ];
+
+    fn arb_mysql_value() -> impl proptest::strategy::Strategy<Value = MyValue> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(MyValue::NULL),
+            any::<i64>().prop_map(MyValue::Int),
+            any::<u64>().prop_map(MyValue::UInt),
+            any::<f32>().prop_map(MyValue::Float),
+            any::<f64>().prop_map(MyValue::Double),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(MyValue::Bytes),
+            "-?[0-9]{0,40}(\\.[0-9]{0,40})?".prop_map(|s| MyValue::Bytes(s.into_bytes())),
+            "[\\[\\]{}\"0-9,:a-z ]{0,16}".prop_map(|s| MyValue::Bytes(s.into_bytes())),
+            any::<(u16, u8, u8, u8, u8, u8, u32)>()
+                .prop_map(|(y, mo, d, h, mi, s, us)| MyValue::Date(y, mo, d, h, mi, s, us)),
+            any::<(bool, u32, u8, u8, u8, u32)>()
+                .prop_map(|(n, d, h, mi, s, us)| MyValue::Time(n, d, h, mi, s, us)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Fuzzing: any value the protocol can carry, under any column type and character
+        /// set, decodes to a value or an error naming the column; never a panic.
+        #[test]
+        fn decoding_any_value_never_panics(
+            value in arb_mysql_value(),
+            ty in proptest::sample::select(FUZZED),
+            binary in proptest::prelude::any::<bool>(),
+        ) {
+            let column = Column::new(ty)
+                .with_name(b"fuzzed")
+                .with_character_set(if binary { 63 } else { 45 });
+            if let Err(e) = decode(value, &column) {
+                proptest::prop_assert!(e.to_string().contains("'fuzzed'"), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn lost_connections_and_refused_packets_end_the_connection() {
         assert!(ends_connection(&Error::connection_lost("gone")));
@@ -848,5 +936,174 @@ mod tests {
             MyValue::Time(true, 1, 1, 0, 0, 1)
         );
         assert!(to_mysql(Value::Float(f64::NAN)).is_err());
+    }
+}
+
+/// The liveness probe behind `MyConnection::is_broken`.
+///
+/// mysql_async keeps its socket private and notices that the server closed a connection only
+/// when a statement fails on it. mysql_async's own pool checks the socket for end-of-file or
+/// unexpected bytes before handing a connection out; ours does the same from a duplicate of
+/// the socket: it is found once, when the connection opens, among the process's descriptors
+/// by the local port that the server reports for the session, and duplicated with
+/// `pidfd_getfd` (Linux 5.6). Where any step fails (another OS, a unix socket, a proxy that
+/// reports another address, a sandbox that refuses the call) there is no probe, and a dead
+/// idle connection is found by the statement that fails on it, as before.
+mod probe {
+    #[cfg(target_os = "linux")]
+    use rustix::fd::OwnedFd;
+
+    /// A duplicate of a connection's TCP socket.
+    pub(super) struct Socket {
+        #[cfg(target_os = "linux")]
+        fd: OwnedFd,
+        /// Under TLS, pending bytes may be a record the TLS layer has not read yet.
+        #[cfg(target_os = "linux")]
+        tls: bool,
+    }
+
+    impl Socket {
+        #[cfg(target_os = "linux")]
+        pub(super) async fn find(
+            conn: &mut mysql_async::Conn,
+            opts: &mysql_async::Opts,
+            tls: bool,
+        ) -> Option<Self> {
+            use mysql_async::prelude::Queryable;
+
+            if opts.socket().is_some() {
+                return None;
+            }
+            // The session's client address as the server sees it: `host:port`.
+            let host: Option<String> = conn
+                .query_first(
+                    "SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+                )
+                .await
+                .ok()
+                .flatten();
+            let local_port: u16 = host?.rsplit_once(':')?.1.parse().ok()?;
+            Self::by_ports(local_port, opts.tcp_port(), tls)
+        }
+
+        /// A duplicate of this process's TCP socket from `local_port` to `server_port`.
+        #[cfg(target_os = "linux")]
+        pub(super) fn by_ports(local_port: u16, server_port: u16, tls: bool) -> Option<Self> {
+            use rustix::process::{PidfdFlags, PidfdGetfdFlags};
+            use std::net::SocketAddr;
+
+            let me =
+                rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty()).ok()?;
+            let port_of = |addr: rustix::net::SocketAddrAny| {
+                SocketAddr::try_from(addr).ok().map(|a| a.port())
+            };
+            for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+                let Some(n) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if !std::fs::read_link(entry.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                {
+                    continue;
+                }
+                let Ok(fd) = rustix::process::pidfd_getfd(&me, n, PidfdGetfdFlags::empty()) else {
+                    continue;
+                };
+                let local = rustix::net::getsockname(&fd).ok().and_then(port_of);
+                let peer = rustix::net::getpeername(&fd)
+                    .ok()
+                    .flatten()
+                    .and_then(port_of);
+                if local == Some(local_port) && peer == Some(server_port) {
+                    return Some(Self { fd, tls });
+                }
+            }
+            None
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        pub(super) async fn find(
+            _: &mut mysql_async::Conn,
+            _: &mysql_async::Opts,
+            _: bool,
+        ) -> Option<Self> {
+            None
+        }
+
+        /// Whether the server closed the connection (end of file, reset) or sent bytes that
+        /// nothing asked for (the error packet of a `KILL`).
+        pub(super) fn closed(&self) -> bool {
+            #[cfg(target_os = "linux")]
+            {
+                use rustix::io::Errno;
+                use rustix::net::RecvFlags;
+                let mut byte = [0_u8; 1];
+                match rustix::net::recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+                {
+                    Ok((0, _)) => true,
+                    Ok(_) => !self.tls,
+                    Err(e) => e != Errno::AGAIN && e != Errno::INTR,
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            false
+        }
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    mod tests {
+        use super::Socket;
+        use std::io::Write;
+        use std::net::{TcpListener, TcpStream};
+
+        fn pair() -> (TcpStream, TcpStream) {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            (client, server)
+        }
+
+        fn probe(client: &TcpStream, tls: bool) -> Socket {
+            let local = client.local_addr().unwrap().port();
+            let server = client.peer_addr().unwrap().port();
+            Socket::by_ports(local, server, tls).expect("the socket is found")
+        }
+
+        fn settle() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+
+        #[test]
+        fn an_open_idle_socket_is_alive() {
+            let (client, _server) = pair();
+            let p = probe(&client, false);
+            assert!(!p.closed());
+            assert!(!p.closed(), "the check reads nothing");
+        }
+
+        #[test]
+        fn a_socket_the_server_closed_is_dead() {
+            let (client, server) = pair();
+            let p = probe(&client, true);
+            drop(server);
+            settle();
+            assert!(p.closed());
+        }
+
+        #[test]
+        fn unasked_bytes_mean_dead_except_under_tls() {
+            let (client, mut server) = pair();
+            server.write_all(b"x").unwrap();
+            settle();
+            assert!(probe(&client, false).closed());
+            assert!(!probe(&client, true).closed());
+        }
+
+        #[test]
+        fn an_unknown_port_finds_nothing() {
+            let (client, _server) = pair();
+            let local = client.local_addr().unwrap().port();
+            assert!(Socket::by_ports(local, 1, false).is_none());
+        }
     }
 }

@@ -678,22 +678,36 @@ fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgPara
 }
 
 fn decode_row(row: &tokio_postgres::Row) -> Result<Vec<Value>> {
-    (0..row.len()).map(|i| decode(row, i)).collect()
+    let mut values = Vec::with_capacity(row.len());
+    for i in 0..row.len() {
+        // The small driver result is matched here and the value pushed in place; the large
+        // error is built only on failure.
+        match row.try_get::<_, PgValue>(i) {
+            Ok(v) => values.push(v.0),
+            Err(e) => return Err(decode_error(row, i, e)),
+        }
+    }
+    Ok(values)
 }
 
 fn decode(row: &tokio_postgres::Row, i: usize) -> Result<Value> {
-    row.try_get::<_, PgValue>(i).map(|v| v.0).map_err(|e| {
-        let column = &row.columns()[i];
-        let why = e
-            .source()
-            .map_or_else(|| e.to_string(), ToString::to_string);
-        Error::decode(format!(
-            "column '{}' of type {}: {why}",
-            column.name(),
-            column.type_().name()
-        ))
-        .with_source(e)
-    })
+    row.try_get::<_, PgValue>(i)
+        .map(|v| v.0)
+        .map_err(|e| decode_error(row, i, e))
+}
+
+#[cold]
+fn decode_error(row: &tokio_postgres::Row, i: usize, e: tokio_postgres::Error) -> Error {
+    let column = &row.columns()[i];
+    let why = e
+        .source()
+        .map_or_else(|| e.to_string(), ToString::to_string);
+    Error::decode(format!(
+        "column '{}' of type {}: {why}",
+        column.name(),
+        column.type_().name()
+    ))
+    .with_source(e)
 }
 
 type BoxError = Box<dyn StdError + Sync + Send>;
@@ -715,24 +729,53 @@ impl<'a> FromSql<'a> for PgValue {
     }
 }
 
+/// Built-in type OIDs (pg_type.dat), for dispatching on a number instead of comparing
+/// `Type`s one by one.
+mod oid {
+    pub(super) const BOOL: u32 = 16;
+    pub(super) const BYTEA: u32 = 17;
+    pub(super) const CHAR: u32 = 18;
+    pub(super) const NAME: u32 = 19;
+    pub(super) const INT8: u32 = 20;
+    pub(super) const INT2: u32 = 21;
+    pub(super) const INT4: u32 = 23;
+    pub(super) const TEXT: u32 = 25;
+    pub(super) const OID: u32 = 26;
+    pub(super) const JSON: u32 = 114;
+    pub(super) const FLOAT4: u32 = 700;
+    pub(super) const FLOAT8: u32 = 701;
+    pub(super) const UNKNOWN: u32 = 705;
+    pub(super) const BPCHAR: u32 = 1042;
+    pub(super) const VARCHAR: u32 = 1043;
+    pub(super) const DATE: u32 = 1082;
+    pub(super) const TIME: u32 = 1083;
+    pub(super) const TIMESTAMP: u32 = 1114;
+    pub(super) const TIMESTAMPTZ: u32 = 1184;
+    pub(super) const INTERVAL: u32 = 1186;
+    pub(super) const TIMETZ: u32 = 1266;
+    pub(super) const NUMERIC: u32 = 1700;
+    pub(super) const UUID: u32 = 2950;
+    pub(super) const JSONB: u32 = 3802;
+}
+
 fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
     use postgres_protocol::types as t;
-    Ok(match *ty {
-        Type::BOOL => Value::Bool(t::bool_from_sql(raw)?),
-        Type::INT2 => Value::Int(t::int2_from_sql(raw)?.into()),
-        Type::INT4 => Value::Int(t::int4_from_sql(raw)?.into()),
-        Type::INT8 => Value::Int(t::int8_from_sql(raw)?),
-        Type::OID => Value::Int(t::oid_from_sql(raw)?.into()),
-        Type::FLOAT4 => Value::Float(t::float4_from_sql(raw)?.into()),
-        Type::FLOAT8 => Value::Float(t::float8_from_sql(raw)?),
-        Type::NUMERIC => numeric_from_sql(raw)?,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::CHAR => {
+    Ok(match ty.oid() {
+        oid::BOOL => Value::Bool(t::bool_from_sql(raw)?),
+        oid::INT2 => Value::Int(t::int2_from_sql(raw)?.into()),
+        oid::INT4 => Value::Int(t::int4_from_sql(raw)?.into()),
+        oid::INT8 => Value::Int(t::int8_from_sql(raw)?),
+        oid::OID => Value::Int(t::oid_from_sql(raw)?.into()),
+        oid::FLOAT4 => Value::Float(t::float4_from_sql(raw)?.into()),
+        oid::FLOAT8 => Value::Float(t::float8_from_sql(raw)?),
+        oid::NUMERIC => numeric_from_sql(raw)?,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::UNKNOWN | oid::CHAR => {
             Value::Text(t::text_from_sql(raw)?.to_owned())
         }
-        Type::BYTEA => Value::Bytes(t::bytea_from_sql(raw).to_vec()),
-        Type::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
-        Type::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
-        Type::TIMETZ => {
+        oid::BYTEA => Value::Bytes(t::bytea_from_sql(raw).to_vec()),
+        oid::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
+        oid::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+        oid::TIMETZ => {
             let mut buf = raw;
             let micros = read_i64(&mut buf)?;
             let zone = read_i32(&mut buf)?;
@@ -741,9 +784,9 @@ fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
             let offset = FixedOffset::west_opt(zone).ok_or("invalid time zone offset")?;
             Value::TimeTz(time, offset)
         }
-        Type::TIMESTAMP => Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
-        Type::TIMESTAMPTZ => Value::DateTimeTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset()),
-        Type::INTERVAL => {
+        oid::TIMESTAMP => Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
+        oid::TIMESTAMPTZ => Value::DateTimeTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset()),
+        oid::INTERVAL => {
             let mut buf = raw;
             let microseconds = read_i64(&mut buf)?;
             let days = read_i32(&mut buf)?;
@@ -754,26 +797,35 @@ fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
                 microseconds,
             }
         }
-        Type::UUID => Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?)),
-        Type::JSON | Type::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
+        oid::UUID => Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?)),
+        oid::JSON | oid::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
         _ => match ty.kind() {
             Kind::Enum(_) => Value::Text(t::text_from_sql(raw)?.to_owned()),
             Kind::Domain(base) => from_sql(base, raw)?,
             Kind::Array(member) => {
                 let array = t::array_from_sql(raw)?;
-                let dims: Vec<usize> = array
-                    .dimensions()
-                    .map(|d| {
-                        usize::try_from(d.len).map_err(|_| BoxError::from("negative array length"))
-                    })
-                    .collect()?;
-                let flat: Vec<Value> = array
-                    .values()
-                    .map(|v| match v {
-                        None => Ok(Value::Null),
-                        Some(bytes) => from_sql(member, bytes),
-                    })
-                    .collect()?;
+                // Collected one by one: the header's counts are not trusted for capacity
+                // (a corrupt one would ask for gigabytes), only the bytes actually there.
+                let mut dims = Vec::new();
+                let mut header = array.dimensions();
+                while let Some(d) = header.next()? {
+                    dims.push(
+                        usize::try_from(d.len)
+                            .map_err(|_| BoxError::from("negative array length"))?,
+                    );
+                }
+                let mut flat = Vec::new();
+                let mut values = array.values();
+                while let Some(v) = values.next()? {
+                    flat.push(match v {
+                        None => Value::Null,
+                        Some(bytes) => from_sql(member, bytes)?,
+                    });
+                }
+                let count = dims.iter().try_fold(1_usize, |n, &d| n.checked_mul(d));
+                if !dims.is_empty() && count != Some(flat.len()) {
+                    return Err("array dimensions do not match its element count".into());
+                }
                 nest(flat, &dims)
             }
             // Text-like extension types (citext) use the text format.
@@ -1195,6 +1247,144 @@ fn map_error(e: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oid_constants_are_the_types_oids() {
+        for (number, ty) in [
+            (oid::BOOL, Type::BOOL),
+            (oid::BYTEA, Type::BYTEA),
+            (oid::CHAR, Type::CHAR),
+            (oid::NAME, Type::NAME),
+            (oid::INT8, Type::INT8),
+            (oid::INT2, Type::INT2),
+            (oid::INT4, Type::INT4),
+            (oid::TEXT, Type::TEXT),
+            (oid::OID, Type::OID),
+            (oid::JSON, Type::JSON),
+            (oid::FLOAT4, Type::FLOAT4),
+            (oid::FLOAT8, Type::FLOAT8),
+            (oid::UNKNOWN, Type::UNKNOWN),
+            (oid::BPCHAR, Type::BPCHAR),
+            (oid::VARCHAR, Type::VARCHAR),
+            (oid::DATE, Type::DATE),
+            (oid::TIME, Type::TIME),
+            (oid::TIMESTAMP, Type::TIMESTAMP),
+            (oid::TIMESTAMPTZ, Type::TIMESTAMPTZ),
+            (oid::INTERVAL, Type::INTERVAL),
+            (oid::TIMETZ, Type::TIMETZ),
+            (oid::NUMERIC, Type::NUMERIC),
+            (oid::UUID, Type::UUID),
+            (oid::JSONB, Type::JSONB),
+        ] {
+            assert_eq!(number, ty.oid(), "{ty}");
+        }
+    }
+
+    /// The types `from_sql` decodes itself, scalar and array.
+    const FUZZED: &[Type] = &[
+        Type::BOOL,
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::OID,
+        Type::FLOAT4,
+        Type::FLOAT8,
+        Type::NUMERIC,
+        Type::TEXT,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::BYTEA,
+        Type::DATE,
+        Type::TIME,
+        Type::TIMETZ,
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::INTERVAL,
+        Type::UUID,
+        Type::JSON,
+        Type::JSONB,
+        Type::INT4_ARRAY,
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::NUMERIC_ARRAY,
+        Type::TIMESTAMPTZ_ARRAY,
+        Type::INTERVAL_ARRAY,
+        Type::JSONB_ARRAY,
+        Type::BOOL_ARRAY,
+    ];
+
+    const FUZZED_ARRAYS: &[Type] = &[
+        Type::INT4_ARRAY,
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::NUMERIC_ARRAY,
+        Type::DATE_ARRAY,
+        Type::TIMETZ_ARRAY,
+        Type::INTERVAL_ARRAY,
+        Type::JSONB_ARRAY,
+    ];
+
+    /// The binary array format: a header, then each element as a length and its bytes.
+    fn array_bytes(
+        ndim: i32,
+        has_nulls: i32,
+        element_oid: u32,
+        dims: &[(i32, i32)],
+        elements: &[Option<Vec<u8>>],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(ndim.to_be_bytes());
+        out.extend(has_nulls.to_be_bytes());
+        out.extend(element_oid.to_be_bytes());
+        for (len, lower) in dims {
+            out.extend(len.to_be_bytes());
+            out.extend(lower.to_be_bytes());
+        }
+        for e in elements {
+            match e {
+                None => out.extend((-1_i32).to_be_bytes()),
+                Some(bytes) => {
+                    out.extend(i32::try_from(bytes.len()).unwrap().to_be_bytes());
+                    out.extend(bytes);
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Fuzzing: any bytes under any decoded type give a value or an error, never a panic.
+        #[test]
+        fn decoding_any_bytes_never_panics(
+            ty in proptest::sample::select(FUZZED),
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+        ) {
+            let _ = from_sql(&ty, &raw);
+        }
+
+        /// Fuzzing arrays: well-formed headers with any dimensions (empty, negative, huge,
+        /// disagreeing with the element count) and any element bytes.
+        #[test]
+        fn decoding_any_array_never_panics(
+            ty in proptest::sample::select(FUZZED_ARRAYS),
+            ndim_delta in -1_i32..=1,
+            has_nulls in 0_i32..=1,
+            oid in proptest::prelude::any::<u32>(),
+            dims in proptest::collection::vec(
+                (proptest::prop_oneof![0_i32..4, proptest::prelude::any::<i32>()],
+                 proptest::prelude::any::<i32>()),
+                0..7,
+            ),
+            elements in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20)),
+                0..12,
+            ),
+        ) {
+            let ndim = i32::try_from(dims.len()).unwrap() + ndim_delta;
+            let raw = array_bytes(ndim, has_nulls, oid, &dims, &elements);
+            let _ = from_sql(&ty, &raw);
+        }
+    }
 
     fn roundtrip(text: &str) -> String {
         let mut buf = BytesMut::new();
