@@ -13,6 +13,9 @@ import typing
 import pytest
 import sqlalchemy
 
+if typing.TYPE_CHECKING:
+    from databases import Database
+
 SERVER_URLS = [
     u.strip()
     for u in os.environ.get("TEST_DATABASE_URLS", "").split(",")
@@ -100,3 +103,37 @@ def create_tables(database_url: str) -> typing.Iterator[typing.Callable[[sqlalch
     for metadata in created:
         metadata.drop_all(engine)
     engine.dispose()
+
+
+async def server_sessions(observer: Database, url: str, marker: str) -> int:
+    """The server sessions of a pool whose URL carries ``application_name=marker``
+    (PostgreSQL), or every session but the observer's own (MySQL, where sessions carry no
+    name: the observer must be a pool of one). SQLite has none."""
+    if url.startswith("sqlite"):
+        return 0
+    if url.startswith("postgresql"):
+        sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = :m"
+        return int(await observer.fetch_val(sql, {"m": marker}))
+    return int(
+        await observer.fetch_val(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
+        )
+    )
+
+
+def with_marker(url: str, marker: str) -> str:
+    """The URL with ``application_name=marker`` where the database has it (PostgreSQL)."""
+    if not url.startswith("postgresql"):
+        return url
+    return url + ("&" if "?" in url else "?") + f"application_name={marker}"
+
+
+def slow_query(url: str, seconds: int = 30) -> str:
+    """A query that runs for a long time and returns one row: a sleep on the servers, an
+    endless recursive count on SQLite (which only an interrupt stops)."""
+    return {
+        "postgresql": f"SELECT pg_sleep({seconds})",
+        "mysql": f"SELECT SLEEP({seconds})",
+        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+        "SELECT count(*) FROM c",
+    }[url.split(":", 1)[0].split("+", 1)[0]]

@@ -8,6 +8,7 @@ import typing
 import pytest
 import sqlalchemy
 
+from conftest import slow_query
 from databases import Database
 from databases.core import Connection, Transaction
 
@@ -124,13 +125,7 @@ async def test_unentered_connection_says_so(database_url: str) -> None:
 
 @pytest.mark.asyncio
 async def test_cancelled_query_leaves_the_pool_clean(database_url: str) -> None:
-    dialect = database_url.split(":", 1)[0]
-    slow = {
-        "postgresql": "SELECT pg_sleep(5)",
-        "mysql": "SELECT SLEEP(5)",
-        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-        "SELECT count(*) FROM c",
-    }[dialect]
+    slow = slow_query(database_url, 5)
     async with Database(database_url, max_size=1) as database:
         for _ in range(3):
             with pytest.raises(asyncio.TimeoutError):

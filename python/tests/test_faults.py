@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import server_sessions, slow_query, with_marker
 from databases import Database
 from databases.exceptions import OperationalError
 
@@ -34,36 +35,50 @@ async def test_a_connection_killed_while_idle_is_replaced(database_url: str) -> 
             assert time.monotonic() - started < 10
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)
-        try:
-            assert await database.fetch_val("SELECT 1") == 1
-        except OperationalError as e:
-            # PostgreSQL's client sees the closed socket while idle and the pool replaces
-            # the connection; MySQL's learns of it on first use, once.
-            assert not postgres, e
-            assert e.kind == "connection_lost"
+        # The pool sees, before handing it out, that the server closed the connection.
         for _ in range(5):
             assert await database.fetch_val("SELECT 1") == 1
         assert await database.fetch_val(id_sql) != victim
 
 
-def _slow(url: str) -> str:
-    return {
-        "postgresql": "SELECT pg_sleep(5)",
-        "mysql": "SELECT SLEEP(5)",
-        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-        "SELECT count(*) FROM c",
-    }[url.split(":", 1)[0]]
-
-
-async def _server_connections(database: Database, url: str, marker: str) -> int:
-    if url.startswith("postgresql"):
-        sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = :m"
-        return int(await database.fetch_val(sql, {"m": marker}))
-    return int(
-        await database.fetch_val(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
-        )
-    )
+@pytest.mark.asyncio
+async def test_a_connection_killed_while_in_use(database_url: str) -> None:
+    """Only the statement in flight fails, with a connection-lost error; the pool discards
+    the connection and the next call succeeds."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("an embedded database has no server session to kill")
+    postgres = database_url.startswith("postgresql")
+    id_sql = "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()"
+    kill = "SELECT pg_terminate_backend(:id)" if postgres else "KILL :id"
+    async with Database(database_url, min_size=1, max_size=1) as database, Database(
+        database_url
+    ) as killer:
+        victim = await database.fetch_val(id_sql)
+        slow = asyncio.create_task(database.fetch_val(slow_query(database_url, 5)))
+        await asyncio.sleep(0.3)
+        await killer.execute(kill, {"id": victim})
+        with pytest.raises(OperationalError) as info:
+            await asyncio.wait_for(slow, 10)
+        assert info.value.kind == "connection_lost", info.value
+        for _ in range(5):
+            assert await database.fetch_val("SELECT 1") == 1
+        assert await database.fetch_val(id_sql) != victim
+        # Inside a transaction: the transaction's work is gone, and so is the transaction.
+        await database.execute("DROP TABLE IF EXISTS fault_killed")
+        await database.execute("CREATE TABLE fault_killed (x INTEGER)")
+        async with database.connection() as connection:
+            victim = await connection.fetch_val(id_sql)
+            tx = await connection.transaction()
+            await connection.execute("INSERT INTO fault_killed VALUES (1)")
+            slow = asyncio.create_task(connection.fetch_val(slow_query(database_url, 5)))
+            await asyncio.sleep(0.3)
+            await killer.execute(kill, {"id": victim})
+            with pytest.raises(OperationalError):
+                await asyncio.wait_for(slow, 10)
+            with pytest.raises(OperationalError):
+                await tx.rollback()
+        assert await database.fetch_val("SELECT COUNT(*) FROM fault_killed") == 0
+        await database.execute("DROP TABLE fault_killed")
 
 
 @pytest.mark.asyncio
@@ -73,12 +88,10 @@ async def test_a_thousand_cancellations_leak_nothing(database_url: str) -> None:
     import random
 
     rng = random.Random(7)
-    slow = _slow(database_url)
+    slow = slow_query(database_url, 5)
     postgres = database_url.startswith("postgresql")
     marker = "databases_cancel_leak_test"
-    url = database_url
-    if postgres:
-        url += ("&" if "?" in url else "?") + f"application_name={marker}"
+    url = with_marker(database_url, marker)
 
     async def in_transaction(database: Database) -> None:
         async with database.transaction():
@@ -92,9 +105,7 @@ async def test_a_thousand_cancellations_leak_nothing(database_url: str) -> None:
     # One connection only: a pool keeps min_size connections idle besides the one in use,
     # and on MySQL the count below can exclude only the session it runs on.
     async with Database(database_url, min_size=1, max_size=1) as observer:
-        before = 0 if database_url.startswith("sqlite") else await _server_connections(
-            observer, database_url, marker
-        )
+        before = await server_sessions(observer, database_url, marker)
         async with Database(url, min_size=1, max_size=3) as database:
             cases = [lambda: database.fetch_one(slow), lambda: in_transaction(database),
                      lambda: iterating(database)]
@@ -112,7 +123,7 @@ async def test_a_thousand_cancellations_leak_nothing(database_url: str) -> None:
         if not database_url.startswith("sqlite"):
             # The server ends the discarded sessions: back to where it was.
             deadline = time.monotonic() + 20
-            while (now := await _server_connections(observer, database_url, marker)) > before:
+            while (now := await server_sessions(observer, database_url, marker)) > before:
                 if time.monotonic() > deadline:
                     detail = await observer.fetch_all(
                         "SELECT * FROM pg_stat_activity WHERE application_name = :m"
@@ -125,3 +136,93 @@ async def test_a_thousand_cancellations_leak_nothing(database_url: str) -> None:
                         f"{now} sessions left, {before} before: {[dict(r) for r in detail]}"
                     )
                 await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_pool_exhaustion(database_url: str) -> None:
+    """With every connection busy in other tasks, a caller waits for the acquire timeout and
+    gets an error naming the limit; calls nested on one task never wait for a second
+    connection."""
+    async with Database(database_url, max_size=2, acquire_timeout=0.3) as database:
+        done = asyncio.Event()
+
+        async def hold() -> None:
+            async with database.connection() as connection:
+                await connection.fetch_val("SELECT 1")
+                await done.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as info:
+            await database.fetch_val("SELECT 1")
+        assert time.monotonic() - started >= 0.25
+        assert info.value.kind == "pool_timeout"
+        assert "at most 2 connection" in str(info.value)
+        done.set()
+        await asyncio.gather(*holders)
+        assert await database.fetch_val("SELECT 1") == 1
+
+    # A pool of one: everything nested on one task shares the task's connection.
+    async with Database(database_url, max_size=1, acquire_timeout=5) as database:
+
+        async def nested() -> None:
+            async with database.transaction():
+                assert await database.fetch_val("SELECT 1") == 1
+                async with database.connection() as connection:
+                    async with connection.transaction():
+                        assert await connection.fetch_val("SELECT 2") == 2
+                        async with database.transaction():
+                            async for row in database.iterate("SELECT 3"):
+                                assert row[0] == 3
+                                assert await database.fetch_val("SELECT 4") == 4
+
+        await asyncio.wait_for(nested(), 10)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["fetch", "transaction", "iterate"])
+async def test_a_cancelled_query_stops_on_the_server(database_url: str, how: str) -> None:
+    """A task cancelled by ``wait_for`` in the middle of a long query: the server stops
+    running the query, and the connection serves the next call."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("an in-process statement: covered by the SQLite interrupt tests")
+    marker = f"databases_py_cancel_{how}"
+    slow = slow_query(database_url) + f" /* {marker} */"
+    running_sql = (
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE :p AND pid <> pg_backend_pid()"
+        if database_url.startswith("postgresql")
+        else "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+        "WHERE INFO LIKE :p AND ID <> CONNECTION_ID()"
+    )
+    # The pattern must not match the monitoring query itself: split the marker.
+    pattern = {"p": f"%{marker[:8]}%{marker[8:]}%"}
+
+    async with Database(database_url, max_size=2) as database, Database(
+        database_url, max_size=1
+    ) as monitor:
+
+        async def work() -> None:
+            if how == "fetch":
+                await database.fetch_one(slow)
+            elif how == "transaction":
+                async with database.transaction():
+                    await database.fetch_one(slow)
+            else:
+                async for _ in database.iterate(slow):
+                    pass
+
+        task = asyncio.create_task(work())
+        deadline = time.monotonic() + 10
+        while await monitor.fetch_val(running_sql, pattern) == 0:
+            assert time.monotonic() < deadline, "the query never started"
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + 10
+        while await monitor.fetch_val(running_sql, pattern) != 0:
+            assert time.monotonic() < deadline, "the server kept running the abandoned query"
+            await asyncio.sleep(0.02)
+        for _ in range(3):
+            assert await asyncio.wait_for(database.fetch_val("SELECT 1"), 10) == 1

@@ -1,23 +1,21 @@
-"""A PostgreSQL server of the test's own (a temporary cluster on another port, removed
-afterwards; the shared servers are never touched): restarted under an open pool, and killed
-with SIGKILL after commits returned.
+"""Servers of the test's own, restarted and killed: a PostgreSQL cluster and a MariaDB data
+directory on other loopback ports, created by ``scripts/scratch-server`` and removed
+afterwards (the shared servers are never touched); and a SQLite writer process killed.
 
-Skipped with a message where PostgreSQL's server programs (initdb, pg_ctl) are not
-installed, or where the test cannot run them as a non-root user.
+Skipped with a message where a server's programs are not installed, or where the test
+cannot run them as a non-root user.
 """
 
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
-import time
 import typing
 
 import pytest
@@ -25,10 +23,8 @@ import pytest
 from databases import Database
 from databases.exceptions import OperationalError
 
-
-def _bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "scratch-server"
+SKIP = 77  # scratch-server's status for "cannot run this server here"
 
 
 def _free_port() -> int:
@@ -37,114 +33,69 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Cluster:
-    """A PostgreSQL cluster in a temporary directory, run as the `postgres` user when the
-    tests run as root (PostgreSQL refuses to run as root)."""
+class Server:
+    """A scratch server in a temporary directory."""
 
-    def __init__(self) -> None:
-        initdb, self.pg_ctl = _bin("initdb"), _bin("pg_ctl")
-        if not initdb or not self.pg_ctl:
-            pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
-        self.prefix: list[str] = []
-        if os.geteuid() == 0:
-            if not shutil.which("runuser"):
-                pytest.skip("running as root without runuser: cannot start PostgreSQL")
-            self.prefix = ["runuser", "-u", "postgres", "--"]
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="databases-pg-"))
-        self.data = self.dir / "data"
-        self.port = _free_port()
-        if self.prefix:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self._run([initdb, "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "UTF8"])
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres?sslmode=disable"
-
-    def _run(self, args: list[str]) -> None:
-        # Output to files, not pipes: a server started here would hold a pipe open.
-        out = self.dir / "ctl.out"
-        with open(out, "ab") as sink:
-            done = subprocess.run(
-                self.prefix + args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, timeout=120
-            )
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"databases-{kind}-"))
+        done = self._run("create", kind, str(self.dir), str(_free_port()), check=False)
+        if done.returncode == SKIP:
+            pytest.skip(done.stderr.strip())
         if done.returncode != 0:
-            log = self.dir / "log"
-            raise RuntimeError(
-                f"{' '.join(args[:1])} failed: {out.read_text()[-300:]}"
-                + (log.read_text()[-2000:] if log.exists() else "")
-            )
+            raise RuntimeError(done.stderr)
+        self.url = done.stdout.strip()
+        # The sleep that a restart or crash interrupts.
+        self.slow = "SELECT pg_sleep(30)" if kind == "postgres" else "SELECT SLEEP(30)"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(SCRIPT), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"scratch-server {args[0]} failed: {done.stderr}")
+        return done
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self._run([self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-t", "60", "-l",
-                   str(self.dir / "log"), "start"])
+        self._run("start", str(self.dir))
 
     def restart(self) -> None:
-        self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "-l",
-                   str(self.dir / "log"), "restart"])
+        self._run("restart", str(self.dir))
 
     def kill(self) -> None:
-        """SIGKILL to the postmaster and every backend: a crash, not a shutdown."""
-        pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = subprocess.run(
-            ["pgrep", "-P", str(pid)], capture_output=True, text=True
-        ).stdout.split()
-        for p in [pid, *map(int, children)]:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 20
-        while any(_alive(p) for p in [pid, *map(int, children)]):
-            assert time.monotonic() < deadline, "the killed server did not exit"
-            time.sleep(0.05)
-        # Where nothing reaps orphans (a container whose first process does not), the dead
-        # postmaster stays a zombie, which PostgreSQL's stale-lock check takes for a live
-        # server: remove its lock files, as an operator would after a crash.
-        (self.data / "postmaster.pid").unlink(missing_ok=True)
-        (self.dir / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
+        """SIGKILL to the server and its children: a crash, not a shutdown."""
+        self._run("kill", str(self.dir))
 
     def remove(self) -> None:
-        try:
-            self._run([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"])
-        except (RuntimeError, subprocess.SubprocessError, OSError):
-            pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._run("remove", str(self.dir), check=False)
 
 
-def _alive(pid: int) -> bool:
+@pytest.fixture(params=["postgres", "mariadb"])
+def server(request: pytest.FixtureRequest) -> typing.Iterator[Server]:
+    s = Server(request.param)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers signal 0; it is gone for our purposes.
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@pytest.fixture
-def cluster() -> typing.Iterator[Cluster]:
-    c = Cluster()
-    try:
-        c.start()
-        yield c
+        s.start()
+        yield s
     finally:
-        c.remove()
+        s.remove()
 
 
 @pytest.mark.asyncio
-async def test_server_restart_under_an_open_pool(cluster: Cluster) -> None:
-    async with Database(cluster.url, min_size=2, max_size=2) as database:
+async def test_server_restart_under_an_open_pool(server: Server) -> None:
+    async with Database(server.url, min_size=2, max_size=2) as database:
         await database.execute("CREATE TABLE t (x INTEGER)")
         await database.execute("INSERT INTO t VALUES (1)")
         # A statement in flight while the server restarts fails, with a connection error.
-        slow = asyncio.create_task(database.fetch_one("SELECT pg_sleep(30)"))
+        slow = asyncio.create_task(database.fetch_one(server.slow))
         await asyncio.sleep(0.3)
-        await asyncio.to_thread(cluster.restart)
+        await asyncio.to_thread(server.restart)
         with pytest.raises(OperationalError) as info:
             await asyncio.wait_for(slow, 30)
-        assert info.value.kind in ("connection_lost", "database")
+        assert info.value.kind in ("connection_lost", "database"), info.value
         # The idle connections died with the server: they are replaced, and the next calls
         # succeed without reconnecting the Database.
         await asyncio.sleep(0.2)
@@ -153,9 +104,9 @@ async def test_server_restart_under_an_open_pool(cluster: Cluster) -> None:
 
 
 @pytest.mark.asyncio
-async def test_commits_survive_sigkill(cluster: Cluster) -> None:
+async def test_commits_survive_sigkill(server: Server) -> None:
     committed: list[int] = []
-    async with Database(cluster.url, max_size=2) as database:
+    async with Database(server.url, max_size=2) as database:
         await database.execute("CREATE TABLE d (x INTEGER PRIMARY KEY)")
         for i in range(200):
             async with database.transaction():
@@ -165,10 +116,59 @@ async def test_commits_survive_sigkill(cluster: Cluster) -> None:
         async with database.connection() as connection:
             tx = await connection.transaction()
             await connection.execute("INSERT INTO d VALUES (-1)")
-            await asyncio.to_thread(cluster.kill)
+            await asyncio.to_thread(server.kill)
             with pytest.raises(OperationalError):
                 await tx.commit()
-    await asyncio.to_thread(cluster.start)
-    async with Database(cluster.url) as database:
+    await asyncio.to_thread(server.start)
+    async with Database(server.url) as database:
         rows = [r[0] for r in await database.fetch_all("SELECT x FROM d ORDER BY x")]
     assert rows == committed
+
+
+_SQLITE_WRITER = """
+import asyncio, sys
+from databases import Database
+
+async def main(path):
+    async with Database("sqlite:///" + path) as database:
+        await database.execute("CREATE TABLE IF NOT EXISTS d (x INTEGER PRIMARY KEY)")
+        i = 0
+        while True:
+            async with database.transaction():
+                await database.execute("INSERT INTO d VALUES (:x)", {"x": i})
+            print(i, flush=True)  # the commit returned
+            i += 1
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.asyncio
+async def test_sqlite_commits_survive_sigkill_of_the_process(tmp_path: pathlib.Path) -> None:
+    """SQLite's server is the process itself: a writer process killed with SIGKILL after
+    commits returned leaves every one of them in the file, and the file opens cleanly."""
+    path = tmp_path / "durable.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _SQLITE_WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert writer.stdout is not None
+    committed: list[int] = []
+    try:
+        for line in writer.stdout:
+            committed.append(int(line))
+            if len(committed) == 300:
+                break
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        rest, _ = writer.communicate(timeout=30)
+    committed += [int(x) for x in rest.split()]
+    assert len(committed) >= 300, "the writer stopped early"
+    async with Database(f"sqlite:///{path}") as database:
+        rows = [r[0] for r in await database.fetch_all("SELECT x FROM d ORDER BY x")]
+        assert await database.fetch_val("PRAGMA integrity_check") == "ok"
+    # Every reported commit is there; at most one more committed before its report.
+    assert rows[: len(committed)] == committed
+    assert len(rows) - len(committed) <= 1

@@ -13,6 +13,7 @@ from databases import (
     Database,
     DatabaseError,
     DatabaseURL,
+    IntegrityError,
     NotSupportedError,
     ProgrammingError,
 )
@@ -230,4 +231,38 @@ async def test_failed_statement_in_transaction_rolls_back_cleanly(
                 await database.execute("SELECT * FROM no_such_table")
         assert await count(database) == 0
         # The connection that ran it is fine for the next user.
+        assert await database.fetch_val("SELECT 1") == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("failing", [None, 1, 2, 3, 4])
+async def test_an_error_rolls_back_exactly_its_own_level(
+    database_url: str, tables: None, failing: int | None
+) -> None:
+    """Four nested levels, each writing a row before and after the level inside it. The
+    failing level hits a unique violation after its inner levels committed: its work and
+    theirs roll back, the levels outside it catch the error and carry on."""
+    depth = 4
+    async with Database(database_url) as database:
+
+        async def level(n: int) -> None:
+            async with database.transaction():
+                await database.execute(notes.insert(), {"id": n * 10, "text": f"{n} before"})
+                if n < depth:
+                    try:
+                        await level(n + 1)
+                    except IntegrityError:
+                        assert n + 1 == failing
+                if n == failing:
+                    await database.execute(notes.insert(), {"id": n * 10, "text": "again"})
+                await database.execute(notes.insert(), {"id": n * 10 + 1, "text": f"{n} after"})
+
+        try:
+            await level(1)
+        except IntegrityError:
+            assert failing == 1
+        kept = failing - 1 if failing else depth
+        expected = sorted(i for n in range(1, kept + 1) for i in (n * 10, n * 10 + 1))
+        ids = [r[0] for r in await database.fetch_all("SELECT id FROM tx_notes ORDER BY id")]
+        assert ids == expected
         assert await database.fetch_val("SELECT 1") == 1

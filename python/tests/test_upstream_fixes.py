@@ -11,6 +11,7 @@ import typing
 import pytest
 import sqlalchemy
 
+from conftest import slow_query
 from databases import Database, ExecuteResult
 from databases.exceptions import InterfaceError, ProgrammingError
 
@@ -38,15 +39,6 @@ async def _fill(database: Database, count: int = ROWS) -> None:
         "INSERT INTO fix_rows (n, tag) VALUES (:n, :tag)",
         [{"n": i, "tag": "base"} for i in range(count)],
     )
-
-
-def _slow_query(url: str) -> str:
-    return {
-        "postgresql": "SELECT pg_sleep(30)",
-        "mysql": "SELECT SLEEP(30)",
-        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-        "SELECT count(*) FROM c",
-    }[url.split(":", 1)[0]]
 
 
 def _slow_rows(url: str) -> str:
@@ -327,7 +319,7 @@ async def test_disconnect_while_connections_are_held(database_url: str, tables: 
         async with database.transaction():
             await database.execute("INSERT INTO fix_rows (n) VALUES (99)")
             started.set()
-            await database.fetch_one(_slow_query(database_url))
+            await database.fetch_one(slow_query(database_url))
 
     held = asyncio.create_task(holder())
     running = asyncio.create_task(in_flight())
@@ -415,7 +407,7 @@ async def test_cancelled_iterate_leaves_the_connection_clean(database_url: str, 
 async def test_cancelled_fetch_and_transaction_leave_the_connection_clean(
     database_url: str, tables: None
 ) -> None:
-    slow = _slow_query(database_url)
+    slow = slow_query(database_url)
 
     async def in_transaction() -> None:
         async with database.transaction():

@@ -1,5 +1,5 @@
 //! Faults produced for real on the shared servers without disturbing them: connections
-//! killed from another session while idle in the pool.
+//! killed from another session while idle in the pool and while running a statement.
 
 mod common;
 
@@ -14,6 +14,20 @@ async fn backend_id(conn: &mut databases::Connection) -> i64 {
         _ => "SELECT CONNECTION_ID()",
     };
     conn.fetch_val::<i64>(sql, (), 0).await.unwrap().unwrap()
+}
+
+/// The statement that ends a session, and the one that counts it among the live ones.
+fn kill_sql(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Postgres => (
+            "SELECT pg_terminate_backend(:id)",
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = :id",
+        ),
+        _ => (
+            "KILL :id",
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = :id",
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,16 +46,7 @@ async fn a_connection_killed_while_idle_is_replaced() {
         // Kill it from a session of its own, and wait until the server has ended it.
         let killer = t.reopen(DatabaseOptions::new());
         killer.connect().await.unwrap();
-        let (kill, alive) = match t.backend() {
-            Backend::Postgres => (
-                "SELECT pg_terminate_backend(:id)",
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = :id",
-            ),
-            _ => (
-                "KILL :id",
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = :id",
-            ),
-        };
+        let (kill, alive) = kill_sql(t.backend());
         killer
             .execute(kill, databases::params! { "id" => id })
             .await
@@ -61,19 +66,8 @@ async fn a_connection_killed_while_idle_is_replaced() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
 
-        let first = t.fetch_val::<i64>("SELECT 1", (), 0).await;
-        match t.backend() {
-            // The client sees the closed socket at once: the pool replaces the connection
-            // before handing it out, and no call sees the error.
-            Backend::Postgres => assert_eq!(first.unwrap(), Some(1), "{l}"),
-            // mysql_async learns of it only by using it: the first call fails with a clear
-            // connection-lost error and the pool discards the connection.
-            _ => {
-                if let Err(e) = first {
-                    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
-                }
-            }
-        }
+        // The pool sees, before handing the connection out, that the server closed it: no
+        // call sees the error.
         for _ in 0..5 {
             assert_eq!(
                 t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
@@ -88,6 +82,77 @@ async fn a_connection_killed_while_idle_is_replaced() {
             "{l}: the killed session came back"
         );
         drop(conn);
+        killer.disconnect().await.unwrap();
+        t.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_while_in_use() {
+    let one = DatabaseOptions::new().min_size(1).max_size(1);
+    for t in common::databases_with(&one) {
+        if t.backend() == Backend::Sqlite {
+            continue; // an embedded database has no server session to kill
+        }
+        let l = &t.label;
+        t.connect().await.unwrap();
+        t.recreate("fault_killed", "x INTEGER").await;
+        let killer = t.reopen(DatabaseOptions::new());
+        killer.connect().await.unwrap();
+        let (kill, _) = kill_sql(t.backend());
+
+        // A statement in flight: only it fails, with a connection-lost error.
+        let mut conn = t.connection().await.unwrap();
+        let id = backend_id(&mut conn).await;
+        let sql = t.slow_query();
+        let slow = tokio::spawn(async move {
+            let r = conn.fetch_all(sql, ()).await.map(|_| ());
+            (conn, r)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        killer
+            .execute(kill, databases::params! { "id" => id })
+            .await
+            .unwrap();
+        let (conn, result) = tokio::time::timeout(Duration::from_secs(10), slow)
+            .await
+            .expect("the killed statement hung")
+            .unwrap();
+        let e = result.expect_err("the killed statement succeeded");
+        assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
+        drop(conn);
+        for _ in 0..5 {
+            assert_eq!(
+                t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+                Some(1),
+                "{l}"
+            );
+        }
+
+        // Inside a transaction: its work is gone with the session.
+        let mut conn = t.connection().await.unwrap();
+        let id = backend_id(&mut conn).await;
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO fault_killed VALUES (1)", ())
+            .await
+            .unwrap();
+        killer
+            .execute(kill, databases::params! { "id" => id })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let e = tx
+            .execute("INSERT INTO fault_killed VALUES (2)", ())
+            .await
+            .expect_err("a statement on a killed session succeeded");
+        assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
+        assert!(
+            tx.commit().await.is_err(),
+            "{l}: commit on a killed session"
+        );
+        drop(conn);
+        assert_eq!(t.count("fault_killed").await, 0, "{l}");
+        t.execute("DROP TABLE fault_killed", ()).await.unwrap();
         killer.disconnect().await.unwrap();
         t.disconnect().await.unwrap();
     }

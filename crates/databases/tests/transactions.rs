@@ -477,3 +477,63 @@ async fn guardless_transactions_by_depth() {
         assert_eq!(t.count("tx_depth").await, 1, "{l}");
     }
 }
+
+const LEVELS: u32 = 4;
+
+/// One level of `an_error_rolls_back_exactly_its_own_level`: a row before and after the
+/// level inside it, and a unique violation at the failing level after its inner levels
+/// committed. A failed level's transaction is dropped, which rolls it back.
+fn level(
+    conn: &mut databases::Connection,
+    n: u32,
+    failing: Option<u32>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + '_>> {
+    Box::pin(async move {
+        let insert = "INSERT INTO tx_levels (id) VALUES (:id)";
+        let mut tx = conn.transaction().await?;
+        tx.execute(insert, params! { "id" => n * 10 }).await?;
+        if n < LEVELS
+            && let Err(e) = level(&mut tx, n + 1, failing).await
+        {
+            assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{e}");
+            assert_eq!(failing, Some(n + 1));
+        }
+        if failing == Some(n) {
+            tx.execute(insert, params! { "id" => n * 10 }).await?;
+        }
+        tx.execute(insert, params! { "id" => n * 10 + 1 }).await?;
+        tx.commit().await
+    })
+}
+
+#[tokio::test]
+async fn an_error_rolls_back_exactly_its_own_level() {
+    for t in common::databases().await {
+        let l = &t.label;
+        for failing in [None, Some(1), Some(2), Some(3), Some(4)] {
+            t.recreate("tx_levels", "id INTEGER PRIMARY KEY").await;
+            let mut conn = t.connection().await.unwrap();
+            match level(&mut conn, 1, failing).await {
+                Ok(()) => assert_ne!(failing, Some(1), "{l}"),
+                Err(e) => {
+                    assert_eq!(failing, Some(1), "{l}: {e}");
+                    assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{l}");
+                }
+            }
+            assert!(!conn.in_transaction(), "{l}");
+            drop(conn);
+            let kept = failing.map_or(LEVELS, |f| f - 1);
+            let expected: Vec<i64> = (1..=i64::from(kept))
+                .flat_map(|n| [n * 10, n * 10 + 1])
+                .collect();
+            let ids: Vec<i64> = t
+                .fetch_all("SELECT id FROM tx_levels ORDER BY id", ())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0).unwrap())
+                .collect();
+            assert_eq!(ids, expected, "{l}: failing at {failing:?}");
+        }
+    }
+}
