@@ -28,8 +28,28 @@ async fn sessions(observer: &Database) -> i64 {
         .unwrap()
 }
 
+/// The tests here count the server's sessions, so they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until the server has no more sessions than `before` (the observer's own excluded).
+async fn sessions_back_to(observer: &Database, before: i64, within: Duration, l: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = sessions(observer).await;
+        if now <= before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{l}: {now} sessions left after {within:?}, {before} before"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_dropped_futures_leak_nothing() {
+    let _serial = SERIAL.lock().await;
     let three = DatabaseOptions::new().min_size(1).max_size(3);
     for t in common::databases_with(&three) {
         let l = &t.label;
@@ -76,19 +96,52 @@ async fn a_thousand_dropped_futures_leak_nothing() {
         }
         t.disconnect().await.unwrap();
         if server {
-            let deadline = Instant::now() + Duration::from_secs(20);
+            sessions_back_to(&observer, before, Duration::from_secs(20), l).await;
+        }
+        observer.disconnect().await.unwrap();
+    }
+}
+
+/// A future dropped at any point of its first 2 ms (checkout, prepare, the statement on its
+/// way to the server, which ignores a cancel request that arrives before it, or just
+/// started) still stops its statement: the slow query sleeps 30 s, and every session is gone
+/// well before that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_dropped_on_its_way_still_stops() {
+    let _serial = SERIAL.lock().await;
+    let two = DatabaseOptions::new().min_size(1).max_size(2);
+    for t in common::databases_with(&two) {
+        if t.backend() == Backend::Sqlite {
+            continue; // no server, no session
+        }
+        let l = &t.label;
+        let observer = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
+        observer.connect().await.unwrap();
+        let before = sessions(&observer).await;
+        t.connect().await.unwrap();
+        let slow = t.slow_query();
+        for i in 0..100u32 {
+            // A connection ready in the pool, so that the slow statement's steps (checkout,
+            // prepare, send) are what the sweep below cuts through.
+            assert_eq!(
+                t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+                Some(1),
+                "{l}"
+            );
+            let mut work = std::pin::pin!(t.fetch_one(slow, ()));
+            // Keep polling for 0 to 2 ms (letting the runtime move the statement along in
+            // between), then drop it.
+            let until = Instant::now() + Duration::from_micros(20 * u64::from(i));
             loop {
-                let now = sessions(&observer).await;
-                if now <= before {
+                assert!(futures_util::poll!(work.as_mut()).is_pending(), "{l}: {i}");
+                if Instant::now() >= until {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{l}: {now} sessions left, {before} before"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::task::yield_now().await;
             }
         }
+        t.disconnect().await.unwrap();
+        sessions_back_to(&observer, before, Duration::from_secs(20), l).await;
         observer.disconnect().await.unwrap();
     }
 }

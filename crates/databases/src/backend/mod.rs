@@ -80,6 +80,17 @@ impl InFlight {
         self.poisoned
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// The operation ended with `error`. An error saying the session is gone leaves the
+    /// connection poisoned (with nothing to stop on the server), so the pool discards it at
+    /// once, without waiting for the driver to notice the closed socket.
+    pub(crate) fn failed(mut self, error: &Error) {
+        if error.kind() == crate::ErrorKind::ConnectionLost {
+            self.abandon = None;
+        } else {
+            self.done();
+        }
+    }
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -101,29 +112,38 @@ pub(crate) fn spawn_detached(fut: impl Future<Output = ()> + Send + 'static) {
 
 /// Runs `op` within `limit`. On expiry, `cancel` asks the server to stop the statement and
 /// the operation's own (failed) end is awaited, so nothing is left running on the connection.
+/// A cancel that reaches the server before the statement does is ignored, so while the
+/// operation goes on it is repeated, with growing pauses, a bounded number of times.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) async fn with_command_timeout<T>(
+pub(crate) async fn with_command_timeout<T, C: Future<Output = ()>>(
     limit: Option<std::time::Duration>,
     op: impl Future<Output = Result<T>>,
-    cancel: impl Future<Output = ()>,
+    mut cancel: impl FnMut() -> C,
 ) -> Result<T> {
     let Some(limit) = limit else {
         return op.await;
     };
     let mut op = std::pin::pin!(op);
-    match tokio::time::timeout(limit, &mut op).await {
-        Ok(result) => result,
-        Err(_) => {
-            cancel.await;
-            let _ = op.await;
-            Err(Error::new(
-                crate::ErrorKind::Database,
-                format!(
-                    "the statement ran longer than command_timeout ({limit:?}) and was cancelled"
-                ),
-            ))
-        }
+    if let Ok(result) = tokio::time::timeout(limit, &mut op).await {
+        return result;
     }
+    let mut pause = std::time::Duration::from_millis(20);
+    let mut ended = false;
+    for _ in 0..8 {
+        cancel().await;
+        if tokio::time::timeout(pause, &mut op).await.is_ok() {
+            ended = true;
+            break;
+        }
+        pause *= 2;
+    }
+    if !ended {
+        let _ = op.await;
+    }
+    Err(Error::new(
+        crate::ErrorKind::Database,
+        format!("the statement ran longer than command_timeout ({limit:?}) and was cancelled"),
+    ))
 }
 
 /// Whether an abandoned stream keeps its connection usable (see [`RawConnection::stream`]).
@@ -452,5 +472,56 @@ impl RawConnection {
             #[allow(unreachable_patterns, reason = "MySQL may be the only backend built")]
             _ => false,
         }
+    }
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::InFlight;
+    use crate::{Error, ErrorKind};
+
+    fn flight(poisoned: &Arc<AtomicBool>, abandoned: &Arc<AtomicUsize>) -> InFlight {
+        let abandoned = abandoned.clone();
+        InFlight::start(poisoned, move || {
+            abandoned.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_operation_in_flight_poisons_until_it_ends() {
+        let (poisoned, abandoned) = (Arc::default(), Arc::default());
+        let guard = flight(&poisoned, &abandoned);
+        assert!(poisoned.load(Ordering::SeqCst));
+        // A second operation cannot start meanwhile.
+        assert_eq!(
+            InFlight::start(&poisoned, || {}).err().unwrap().kind(),
+            ErrorKind::ConnectionLost
+        );
+        guard.done();
+        assert!(!poisoned.load(Ordering::SeqCst));
+        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_dropped_operation_is_abandoned_and_stays_poisoned() {
+        let (poisoned, abandoned) = (Arc::default(), Arc::default());
+        drop(flight(&poisoned, &abandoned));
+        assert!(poisoned.load(Ordering::SeqCst));
+        assert_eq!(abandoned.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn only_a_lost_session_stays_poisoned_after_an_error() {
+        let (poisoned, abandoned) = (Arc::default(), Arc::default());
+        flight(&poisoned, &abandoned).failed(&Error::new(ErrorKind::UniqueViolation, "dup"));
+        assert!(!poisoned.load(Ordering::SeqCst));
+        flight(&poisoned, &abandoned).failed(&Error::connection_lost("terminated"));
+        assert!(poisoned.load(Ordering::SeqCst));
+        // Nothing is left to stop on the server.
+        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }
 }

@@ -7,8 +7,9 @@
 //! rows each, and other statements run once per row.
 //!
 //! Cancellation: as on PostgreSQL, an operation whose future is dropped poisons the
-//! connection (the pool discards it) and a `KILL QUERY` from a separate connection stops the
-//! statement on the server. `iterate` runs the query in a task that owns the connection and
+//! connection (the pool discards it) and a `KILL CONNECTION` from a separate connection ends
+//! its session on the server, which stops the statement. A `command_timeout` sends
+//! `KILL QUERY` instead and keeps the connection. `iterate` runs the query in a task that owns the connection and
 //! hands it back when the rows are done.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,11 +194,14 @@ async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
     }
 }
 
-/// Stops the statement running on connection `id`, from a connection of its own.
-fn kill_query(opts: Opts, id: u32) {
+/// Ends session `id`, whose operation was abandoned, from a connection of its own: its
+/// statement stops and an open transaction rolls back. The whole session, not just the
+/// query, because a `KILL QUERY` that arrives before the statement does is ignored, and the
+/// pool discards the poisoned connection anyway.
+fn kill_session(opts: Opts, id: u32) {
     super::spawn_detached(async move {
         if let Ok(mut conn) = Conn::new(opts).await {
-            let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
+            let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
             let _ = conn.disconnect().await;
         }
     });
@@ -246,7 +250,7 @@ impl MyConnection {
             let _ = streaming.await;
         }
         let (opts, id) = (self.opts.clone(), self.id);
-        let guard = InFlight::start(&self.poisoned, move || kill_query(opts, id))?;
+        let guard = InFlight::start(&self.poisoned, move || kill_session(opts, id))?;
         if self.conn.is_none() {
             self.conn = self
                 .returned
@@ -272,10 +276,13 @@ impl MyConnection {
         let limit = self.command_timeout;
         let (opts, id) = (self.opts.clone(), self.id);
         let (guard, conn) = self.start().await?;
-        let kill = async move {
-            if let Ok(mut killer) = Conn::new(opts).await {
-                let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
-                let _ = killer.disconnect().await;
+        let kill = || {
+            let opts = opts.clone();
+            async move {
+                if let Ok(mut killer) = Conn::new(opts).await {
+                    let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
+                    let _ = killer.disconnect().await;
+                }
             }
         };
         let result = super::with_command_timeout(limit, op(conn), kill).await;

@@ -51,6 +51,9 @@ pub(crate) const OPTIONS: &[&str] = &[
 
 const STATEMENT_CACHE: usize = 256;
 
+/// How many cancel requests an abandoned statement gets at most (about 12 s of pauses).
+const ABANDON_CANCELS: usize = 12;
+
 /// How the connection uses TLS (libpq's `sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SslMode {
@@ -381,6 +384,8 @@ pub(crate) struct PgConnection {
     command_timeout: Option<Duration>,
     /// Set while an operation is in flight and left set if its future is dropped.
     poisoned: Arc<AtomicBool>,
+    /// Closed when the task driving the connection has ended.
+    ended: tokio::sync::watch::Receiver<()>,
 }
 
 impl PgConnection {
@@ -397,14 +402,18 @@ impl PgConnection {
             )
             .with_source(e)
         })?;
+        // The driver task holds `running` until the connection has ended.
+        let (running, ended) = tokio::sync::watch::channel(());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection ended with an error");
             }
+            drop(running);
         });
         Ok(Self {
             client,
             tls,
+            ended,
             statements: HashMap::new(),
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
@@ -418,11 +427,26 @@ impl PgConnection {
 
     /// Marks the start of an operation; fails on a poisoned connection. If the operation is
     /// abandoned, the server is asked to cancel it.
+    ///
+    /// The server ignores a cancel request that arrives before the statement does (the
+    /// future may be dropped while the statement is still on its way), so the request is
+    /// repeated, with growing pauses, until the connection has ended. The pool discards a
+    /// poisoned connection, and its driver ends once the server has answered the abandoned
+    /// statement, so the repeats stop as soon as the statement has stopped. No statement
+    /// runs on a poisoned connection, so a repeat can only reach the abandoned one.
     fn start(&self) -> Result<InFlight> {
         let (token, tls) = (self.client.cancel_token(), self.tls.clone());
+        let mut ended = self.ended.clone();
         InFlight::start(&self.poisoned, move || {
             super::spawn_detached(async move {
-                let _ = token.cancel_query(tls).await;
+                let mut pause = Duration::from_millis(20);
+                for _ in 0..ABANDON_CANCELS {
+                    let _ = token.cancel_query(tls.clone()).await;
+                    if tokio::time::timeout(pause, ended.changed()).await.is_ok() {
+                        return;
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
             });
         })
     }
@@ -447,11 +471,17 @@ impl PgConnection {
         let guard = self.start()?;
         let limit = self.command_timeout;
         let (token, tls) = (self.client.cancel_token(), self.tls.clone());
-        let cancel = async move {
-            let _ = token.cancel_query(tls).await;
+        let cancel = || {
+            let (token, tls) = (token.clone(), tls.clone());
+            async move {
+                let _ = token.cancel_query(tls).await;
+            }
         };
         let result = super::with_command_timeout(limit, op(self), cancel).await;
-        guard.done();
+        match &result {
+            Ok(_) => guard.done(),
+            Err(e) => guard.failed(e),
+        }
         result
     }
 
@@ -586,7 +616,7 @@ impl PgConnection {
                 keep,
             })),
             Err(e) => {
-                guard.done();
+                guard.failed(&e);
                 Err(e)
             }
         }
@@ -634,10 +664,11 @@ impl futures_core::Stream for PgRows {
                 ))
             }
             Poll::Ready(Some(Err(e))) => {
+                let e = map_error(e);
                 if let Some(g) = self.guard.take() {
-                    g.done();
+                    g.failed(&e);
                 }
-                Poll::Ready(Some(Err(map_error(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 if let Some(g) = self.guard.take() {
