@@ -81,11 +81,11 @@ impl InFlight {
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The operation ended with `error`. An error saying the session is gone leaves the
-    /// connection poisoned (with nothing to stop on the server), so the pool discards it at
-    /// once, without waiting for the driver to notice the closed socket.
-    pub(crate) fn failed(mut self, error: &Error) {
-        if error.kind() == crate::ErrorKind::ConnectionLost {
+    /// The operation ended; `session_lost` when its error says the server session is gone.
+    /// That leaves the connection poisoned (with nothing to stop on the server), so the pool
+    /// discards it at once, without waiting for the driver to notice the closed socket.
+    pub(crate) fn end(mut self, session_lost: bool) {
+        if session_lost {
             self.abandon = None;
         } else {
             self.done();
@@ -481,7 +481,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::InFlight;
-    use crate::{Error, ErrorKind};
+    use crate::ErrorKind;
 
     fn flight(poisoned: &Arc<AtomicBool>, abandoned: &Arc<AtomicUsize>) -> InFlight {
         let abandoned = abandoned.clone();
@@ -515,11 +515,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_lost_session_stays_poisoned_after_an_error() {
+    fn only_a_lost_session_stays_poisoned_at_the_end() {
         let (poisoned, abandoned) = (Arc::default(), Arc::default());
-        flight(&poisoned, &abandoned).failed(&Error::new(ErrorKind::UniqueViolation, "dup"));
+        flight(&poisoned, &abandoned).end(false);
         assert!(!poisoned.load(Ordering::SeqCst));
-        flight(&poisoned, &abandoned).failed(&Error::connection_lost("terminated"));
+        flight(&poisoned, &abandoned).end(true);
         assert!(poisoned.load(Ordering::SeqCst));
         // Nothing is left to stop on the server.
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);

@@ -286,12 +286,7 @@ impl MyConnection {
             }
         };
         let result = super::with_command_timeout(limit, op(conn), kill).await;
-        guard.done();
-        if let Err(e) = &result
-            && ends_connection(e)
-        {
-            self.poisoned.store(true, Ordering::SeqCst);
-        }
+        guard.end(matches!(&result, Err(e) if ends_connection(e)));
         result
     }
 
@@ -462,8 +457,8 @@ impl MyConnection {
                 }
                 Some(Err(e)) => {
                     if ends_connection(&e) {
-                        // Dropped with its guard still set: the connection is discarded.
-                        drop(guard);
+                        // The session is gone: the connection stays poisoned, discarded.
+                        guard.end(true);
                     } else {
                         *returned
                             .lock()

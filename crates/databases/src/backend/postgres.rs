@@ -478,10 +478,7 @@ impl PgConnection {
             }
         };
         let result = super::with_command_timeout(limit, op(self), cancel).await;
-        match &result {
-            Ok(_) => guard.done(),
-            Err(e) => guard.failed(e),
-        }
+        guard.end(session_lost(&result));
         result
     }
 
@@ -616,7 +613,7 @@ impl PgConnection {
                 keep,
             })),
             Err(e) => {
-                guard.failed(&e);
+                guard.end(e.kind() == ErrorKind::ConnectionLost);
                 Err(e)
             }
         }
@@ -666,7 +663,7 @@ impl futures_core::Stream for PgRows {
             Poll::Ready(Some(Err(e))) => {
                 let e = map_error(e);
                 if let Some(g) = self.guard.take() {
-                    g.failed(&e);
+                    g.end(e.kind() == ErrorKind::ConnectionLost);
                 }
                 Poll::Ready(Some(Err(e)))
             }
@@ -1237,6 +1234,11 @@ fn describe(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
+}
+
+/// Whether `result` failed because the server session is gone.
+fn session_lost<T>(result: &Result<T>) -> bool {
+    matches!(result, Err(e) if e.kind() == ErrorKind::ConnectionLost)
 }
 
 fn map_error(e: tokio_postgres::Error) -> Error {
