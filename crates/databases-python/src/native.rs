@@ -11,7 +11,7 @@ use pyo3::types::{PyList, PyTuple};
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 
 use crate::record::{Builder, Spec};
-use crate::{convert, run, runtime};
+use crate::{convert, run, run_here, run_on, runtime};
 
 /// Rows per chunk handed from an `iterate` query to Python.
 const CHUNK_ROWS: usize = 500;
@@ -30,11 +30,14 @@ struct Held {
     releasing: AtomicBool,
     /// Woken when `waiting` or `releasing` change.
     changed: Notify,
+    /// The connection is SQLite's: its operations are driven from the event loop's thread.
+    here: bool,
 }
 
 impl Held {
     fn new(conn: Connection) -> Self {
         Self {
+            here: drive_here(conn.backend()),
             conn: Mutex::new(Some(conn)),
             ..Self::default()
         }
@@ -119,7 +122,23 @@ enum Target {
     Held(Slot),
 }
 
+/// Whether operations on `backend` are driven from the event loop's thread ([`run_here`]):
+/// SQLite's, whose work runs on a connection thread of its own, so the loop's thread only
+/// hands it over and waits. A server backend's protocol and decoding work is CPU time better
+/// spent beside the loop, on the runtime's threads ([`crate::run`]): measured with 32 tasks
+/// on PostgreSQL, 14k calls/s driven here against 20k on the runtime.
+fn drive_here(backend: databases::Backend) -> bool {
+    backend == databases::Backend::Sqlite
+}
+
 impl Target {
+    fn here(&self) -> bool {
+        match self {
+            Self::Pool(db) => drive_here(db.backend()),
+            Self::Held(slot) => slot.here,
+        }
+    }
+
     /// Runs `op` on the target's connection, one operation at a time on a held one.
     async fn run<T, F>(self, op: F) -> PyResult<T>
     where
@@ -128,7 +147,7 @@ impl Target {
             + Send
             + 'static,
     {
-        run(async move {
+        run_on(self.here(), async move {
             match self {
                 Self::Pool(db) => op(&mut db.connection().await?).await,
                 Self::Held(slot) => match slot.lock().await.as_mut() {
@@ -230,7 +249,8 @@ impl NativeDatabase {
     /// Takes a connection from the pool.
     async fn acquire(&self) -> PyResult<NativeConnection> {
         let db = self.db.clone();
-        let conn = run(async move { db.connection().await }).await?;
+        let here = drive_here(db.backend());
+        let conn = run_on(here, async move { db.connection().await }).await?;
         Ok(NativeConnection {
             slot: Arc::new(Held::new(conn)),
             mysql: self.mysql,
@@ -248,7 +268,8 @@ impl NativeDatabase {
     ) -> PyResult<NativeConnection> {
         let options = transaction_options(isolation, readonly, deferrable)?;
         let db = self.db.clone();
-        let conn = run(async move {
+        let here = drive_here(db.backend());
+        let conn = run_on(here, async move {
             let mut conn = db.connection().await?;
             conn.begin(options).await?;
             Ok(conn)
@@ -446,7 +467,7 @@ impl NativeConnection {
     async fn finish_release(&self, depth: u32, commit: bool) -> PyResult<()> {
         let slot = self.slot.clone();
         slot.release_soon();
-        run(async move {
+        run_on(slot.here, async move {
             let mut conn = slot.conn.lock().await.take().ok_or_else(released)?;
             if commit {
                 conn.commit_depth(depth).await
@@ -462,7 +483,7 @@ impl NativeConnection {
     async fn release(&self) -> PyResult<()> {
         let slot = self.slot.clone();
         slot.release_soon();
-        run(async move {
+        run_on(slot.here, async move {
             let conn = slot.conn.lock().await.take();
             drop(conn);
             Ok(())
@@ -699,7 +720,8 @@ impl NativeCursor {
     async fn fetch(&self) -> PyResult<Py<PyList>> {
         let rx = self.rx.clone();
         self.flow.credits.add_permits(1);
-        let chunk = run(async move { Ok(rx.lock().await.recv().await) }).await?;
+        // Only waits for the reading task's next message: driven from the loop's thread.
+        let chunk = run_here(async move { Ok(rx.lock().await.recv().await) }).await?;
         let spec = Python::attach(|py| self.spec.as_ref().map(|s| s.clone_ref(py)));
         match chunk {
             Some(Ok(rows)) => records(rows, spec, self.mysql),
