@@ -13,7 +13,7 @@
 //! so each await costs one wake from a tokio thread to the event loop. That wake never takes
 //! the GIL on the tokio thread: it queues the coroutine's waker for the loop and writes a
 //! byte to a socket the loop watches (`add_reader`), and the loop's thread, which holds the
-//! GIL anyway, runs the wakers (see [`LoopChannel`]). Taking the GIL from a tokio thread
+//! GIL anyway, runs the wakers (see `LoopChannel`). Taking the GIL from a tokio thread
 //! would wake the loop's thread twice (its selector, then the GIL's hand-over) and create
 //! a Python thread state each time. When the awaiting Python task is cancelled the
 //! coroutine is dropped, which aborts the tokio task; the core then treats the operation as
