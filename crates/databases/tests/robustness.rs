@@ -282,3 +282,30 @@ async fn a_dropped_query_stops_on_the_server() {
         }
     }
 }
+
+/// A pool opening many connections at once on a new SQLite file: each switches the file to
+/// WAL, and SQLite answers a second switch in progress with `SQLITE_BUSY` at once (without
+/// its busy handler, to avoid a deadlock), which used to fail `connect` now and then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_16_opens_on_a_new_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        let path = dir.path().join(format!("new-{i}.db"));
+        let db = databases::Database::with_options(
+            &format!("sqlite:///{}", path.display()),
+            DatabaseOptions::new().min_size(16).max_size(16),
+        )
+        .unwrap();
+        db.connect()
+            .await
+            .unwrap_or_else(|e| panic!("opening new-{i}.db: {e}"));
+        assert_eq!(
+            db.fetch_val::<String>("PRAGMA journal_mode", (), 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("wal")
+        );
+        db.disconnect().await.unwrap();
+    }
+}

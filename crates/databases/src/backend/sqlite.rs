@@ -181,7 +181,7 @@ impl SqliteConfig {
                 None => None,
             };
             if let Some(j) = journal {
-                conn.query_row(&format!("PRAGMA journal_mode = {j}"), [], |_| Ok(()))?;
+                set_journal_mode(&conn, j, self.busy_timeout)?;
             }
             if let Some(s) = &self.synchronous {
                 conn.execute_batch(&format!("PRAGMA synchronous = {s}"))?;
@@ -201,6 +201,33 @@ impl SqliteConfig {
             )
             .with_source(e)
         })
+    }
+}
+
+/// Sets the journal mode, retrying for up to `patience` while another connection is busy.
+///
+/// Switching a file to WAL needs its exclusive lock. When several connections open at once
+/// (a pool's `min_size` on a new file), SQLite answers all but one with `SQLITE_BUSY` at
+/// once, without calling the busy handler (which could deadlock there), so `busy_timeout`
+/// does not help. Runs on the connection's own thread, where sleeping is fine.
+fn set_journal_mode(
+    conn: &rusqlite::Connection,
+    mode: &str,
+    patience: Duration,
+) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |_| Ok(())) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
     }
 }
 
