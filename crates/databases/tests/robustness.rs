@@ -292,7 +292,7 @@ async fn a_pool_of_16_opens_on_a_new_sqlite_file() {
     for i in 0..30 {
         let path = dir.path().join(format!("new-{i}.db"));
         let db = databases::Database::with_options(
-            &format!("sqlite:///{}", path.display()),
+            format!("sqlite:///{}", path.display()),
             DatabaseOptions::new().min_size(16).max_size(16),
         )
         .unwrap();
