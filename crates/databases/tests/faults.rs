@@ -68,13 +68,7 @@ async fn a_connection_killed_while_idle_is_replaced() {
 
         // The pool sees, before handing the connection out, that the server closed it: no
         // call sees the error.
-        for _ in 0..5 {
-            assert_eq!(
-                t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
-                Some(1),
-                "{l}"
-            );
-        }
+        next_calls_succeed(&t).await;
         let mut conn = t.connection().await.unwrap();
         assert_ne!(
             backend_id(&mut conn).await,
@@ -84,6 +78,18 @@ async fn a_connection_killed_while_idle_is_replaced() {
         drop(conn);
         killer.disconnect().await.unwrap();
         t.disconnect().await.unwrap();
+    }
+}
+
+/// Five calls in a row succeed, none of them seeing a killed session's error.
+async fn next_calls_succeed(t: &common::TestDb) {
+    for _ in 0..5 {
+        assert_eq!(
+            t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+            Some(1),
+            "{}",
+            t.label
+        );
     }
 }
 
@@ -121,13 +127,7 @@ async fn a_connection_killed_while_in_use() {
         let e = result.expect_err("the killed statement succeeded");
         assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
         drop(conn);
-        for _ in 0..5 {
-            assert_eq!(
-                t.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
-                Some(1),
-                "{l}"
-            );
-        }
+        next_calls_succeed(&t).await;
 
         // Inside a transaction: its work is gone with the session.
         let mut conn = t.connection().await.unwrap();

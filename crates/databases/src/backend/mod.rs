@@ -131,8 +131,8 @@ pub(crate) async fn with_command_timeout<T, C: Future<Output = ()>>(
     let mut ended = false;
     for _ in 0..8 {
         cancel().await;
-        if tokio::time::timeout(pause, &mut op).await.is_ok() {
-            ended = true;
+        ended = tokio::time::timeout(pause, &mut op).await.is_ok();
+        if ended {
             break;
         }
         pause *= 2;
