@@ -176,7 +176,10 @@
 //!
 //! # SQLite
 //!
-//! Each connection runs on its own thread, so SQLite never blocks the async runtime. A file
+//! Each connection runs on its own thread, so writes and long reads never block the async
+//! runtime. A short read runs inline on the caller's thread when nothing is queued for the
+//! connection, which saves two thread wakes: it has a budget of 250 µs and never waits on a
+//! lock; past either it goes to the connection's thread as usual. A file
 //! database gets a pool of connections in WAL mode with a 5 second busy timeout; transactions
 //! start with `BEGIN IMMEDIATE` so that concurrent writers wait for each other instead of
 //! failing. An in-memory database is one connection shared by every caller. URL options:

@@ -9,11 +9,18 @@
 //! only reads runs inside one, the statement is interrupted (SQLite undoes it as a whole).
 //! A write inside a transaction is left to finish (interrupting it would end the whole
 //! transaction), and the transaction's own rollback follows.
+//!
+//! A statement that only reads may instead run inline, on the caller's own thread, when
+//! nothing is queued for the connection: two thread wakes cost more than a short read. It
+//! runs with a time budget ([`INLINE_BUDGET`], enforced by SQLite's progress handler) and
+//! without waiting on locks; a read that runs out of budget or meets a lock is abandoned
+//! (a read leaves nothing behind) and sent to the connection thread as usual.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::BoxStream;
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -46,6 +53,28 @@ const CHUNK_ROWS: usize = 256;
 /// are in memory at once.
 const CHUNK_BUFFER: usize = 2;
 const STATEMENT_CACHE: usize = 256;
+/// How long a read may run inline on the caller's thread before it is abandoned and sent to
+/// the connection thread. Long enough for point lookups and small result sets, short enough
+/// not to stall an event loop.
+pub(crate) const INLINE_BUDGET: Duration = Duration::from_micros(250);
+/// Virtual machine instructions between two checks of the inline budget.
+const PROGRESS_OPS: i32 = 1_000;
+/// After a read ran out of its inline budget, the number of its next runs sent straight to
+/// the connection thread (each inline attempt of a long read costs the whole budget).
+const SLOW_READ_SKIPS: u16 = 64;
+
+thread_local! {
+    /// While a read runs inline on this thread: when its budget ends.
+    static INLINE_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// SQLite's progress handler: stops an inline read whose budget is spent. Statements on a
+/// connection thread (no deadline there) are never stopped by it.
+fn inline_budget_spent() -> bool {
+    INLINE_DEADLINE
+        .get()
+        .is_some_and(|deadline| Instant::now() >= deadline)
+}
 
 /// How to open SQLite connections, resolved from the URL.
 #[derive(Debug, Clone)]
@@ -172,28 +201,30 @@ impl SqliteConfig {
         if self.uri {
             flags |= OpenFlags::SQLITE_OPEN_URI;
         }
-        let opened = rusqlite::Connection::open_with_flags(&self.target, flags).and_then(|conn| {
-            conn.busy_timeout(self.busy_timeout)?;
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            let journal = match &self.journal_mode {
-                Some(j) => Some(j.as_str()),
-                None if !self.in_memory && !self.read_only => Some("wal"),
-                None => None,
-            };
-            if let Some(j) = journal {
-                set_journal_mode(&conn, j, self.busy_timeout)?;
-            }
-            if let Some(s) = &self.synchronous {
-                conn.execute_batch(&format!("PRAGMA synchronous = {s}"))?;
-            }
-            if let Some(fk) = self.foreign_keys {
-                conn.execute_batch(&format!(
-                    "PRAGMA foreign_keys = {}",
-                    if fk { "ON" } else { "OFF" }
-                ))?;
-            }
-            Ok(conn)
-        });
+        let opened =
+            rusqlite::Connection::open_with_flags(&self.target, flags).and_then(|mut conn| {
+                conn.busy_timeout(self.busy_timeout)?;
+                conn.progress_handler(PROGRESS_OPS, Some(inline_budget_spent))?;
+                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                let journal = match &self.journal_mode {
+                    Some(j) => Some(j.as_str()),
+                    None if !self.in_memory && !self.read_only => Some("wal"),
+                    None => None,
+                };
+                if let Some(j) = journal {
+                    set_journal_mode(&conn, j, self.busy_timeout)?;
+                }
+                if let Some(s) = &self.synchronous {
+                    conn.execute_batch(&format!("PRAGMA synchronous = {s}"))?;
+                }
+                if let Some(fk) = self.foreign_keys {
+                    conn.execute_batch(&format!(
+                        "PRAGMA foreign_keys = {}",
+                        if fk { "ON" } else { "OFF" }
+                    ))?;
+                }
+                Ok(conn)
+            });
         opened.map_err(|e| {
             Error::new(
                 ErrorKind::Connect,
@@ -237,6 +268,9 @@ struct Job {
     /// 0 for work that must never be interrupted (queued rollbacks).
     id: u64,
     work: Work,
+    /// The work takes itself off [`Shared::queued`] before it replies, so that a caller
+    /// woken by the reply finds nothing queued; otherwise the thread does it afterwards.
+    counts_itself: bool,
 }
 
 /// State the connection thread shares with the async side.
@@ -249,6 +283,9 @@ struct Shared {
     /// Whether the running job's statement only reads: interrupting it never ends the
     /// transaction around it, so it may be interrupted inside one.
     read_only: AtomicBool,
+    /// Jobs sent and not yet finished. A read runs inline only when this is 0, so it never
+    /// overtakes queued work (such as the rollback of a dropped transaction).
+    queued: AtomicUsize,
     interrupt: InterruptHandle,
 }
 
@@ -264,6 +301,19 @@ pub(crate) struct SqliteConnection {
     shared: Arc<Shared>,
     next_id: u64,
     begin: String,
+    /// What inline reads need (boxed: the connection types share one enum).
+    inline: Box<Inline>,
+}
+
+/// The state behind inline reads (see the module docs).
+struct Inline {
+    /// The connection, locked by its thread for each job and by an inline read. The thread
+    /// holds the only strong reference, so the connection always closes there (closing may
+    /// checkpoint the WAL, which is disk work).
+    conn: std::sync::Weak<Mutex<rusqlite::Connection>>,
+    busy_timeout: Duration,
+    /// Reads that ran out of their inline budget, with how many more runs skip the attempt.
+    slow_reads: std::collections::HashMap<Box<str>, u16>,
 }
 
 /// Marks the connection dead when the thread ends, even by a panic.
@@ -280,12 +330,13 @@ impl SqliteConnection {
         // tokio's channel parks the thread at once when idle (std's spins and yields first,
         // which delays the woken caller when both share a core).
         let (sender, mut receiver) = tokio_mpsc::unbounded_channel::<Job>();
-        let (opened_tx, opened_rx) = oneshot::channel::<Result<Arc<Shared>>>();
+        type Opened = (Arc<Shared>, std::sync::Weak<Mutex<rusqlite::Connection>>);
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<Opened>>();
         let thread_config = config.clone();
         std::thread::Builder::new()
             .name("databases-sqlite".to_owned())
             .spawn(move || {
-                let mut conn = match thread_config.open() {
+                let conn = match thread_config.open() {
                     Ok(conn) => conn,
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -297,21 +348,33 @@ impl SqliteConnection {
                     autocommit: AtomicBool::new(true),
                     alive: AtomicBool::new(true),
                     read_only: AtomicBool::new(false),
+                    queued: AtomicUsize::new(0),
                     interrupt: conn.get_interrupt_handle(),
                 });
+                let conn = Arc::new(Mutex::new(conn));
                 SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
                 let _alive = AliveGuard(shared.clone());
-                if opened_tx.send(Ok(shared.clone())).is_err() {
+                if opened_tx
+                    .send(Ok((shared.clone(), Arc::downgrade(&conn))))
+                    .is_err()
+                {
                     return;
                 }
                 while let Some(job) = receiver.blocking_recv() {
-                    shared
-                        .autocommit
-                        .store(conn.is_autocommit(), Ordering::SeqCst);
-                    shared.read_only.store(false, Ordering::SeqCst);
-                    shared.running.store(job.id, Ordering::SeqCst);
-                    (job.work)(&mut conn);
-                    shared.running.store(0, Ordering::SeqCst);
+                    {
+                        // A panic in a job poisons the lock; the thread then ends here.
+                        let Ok(mut conn) = conn.lock() else { return };
+                        shared
+                            .autocommit
+                            .store(conn.is_autocommit(), Ordering::SeqCst);
+                        shared.read_only.store(false, Ordering::SeqCst);
+                        shared.running.store(job.id, Ordering::SeqCst);
+                        (job.work)(&mut conn);
+                        shared.running.store(0, Ordering::SeqCst);
+                    }
+                    if !job.counts_itself {
+                        shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
             })
             .map_err(|e| {
@@ -321,7 +384,7 @@ impl SqliteConnection {
                 )
                 .with_source(e)
             })?;
-        let shared = opened_rx.await.map_err(|_| {
+        let (shared, conn) = opened_rx.await.map_err(|_| {
             Error::new(
                 ErrorKind::Connect,
                 "the SQLite thread stopped while opening the database",
@@ -332,6 +395,11 @@ impl SqliteConnection {
             shared,
             next_id: 0,
             begin: config.begin.clone(),
+            inline: Box::new(Inline {
+                conn,
+                busy_timeout: config.busy_timeout,
+                slow_reads: std::collections::HashMap::new(),
+            }),
         })
     }
 
@@ -343,16 +411,25 @@ impl SqliteConnection {
         !self.shared.alive.load(Ordering::SeqCst)
     }
 
-    fn send(&mut self, work: Work, interruptible: bool) -> Result<u64> {
+    fn send(&mut self, work: Work, interruptible: bool, counts_itself: bool) -> Result<u64> {
         let id = if interruptible {
             self.next_id += 1;
             self.next_id
         } else {
             0
         };
-        self.sender
-            .send(Job { id, work })
-            .map_err(|_| Error::connection_lost("the SQLite connection thread has stopped"))?;
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        let job = Job {
+            id,
+            work,
+            counts_itself,
+        };
+        if self.sender.send(job).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::connection_lost(
+                "the SQLite connection thread has stopped",
+            ));
+        }
         Ok(id)
     }
 
@@ -363,13 +440,17 @@ impl SqliteConnection {
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let shared = self.shared.clone();
         let id = self.send(
             Box::new(move |conn| {
                 // The caller went away before the work started: skip it.
-                if !tx.is_closed() {
-                    let _ = tx.send(f(conn));
+                let result = (!tx.is_closed()).then(|| f(conn));
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
+                if let Some(result) = result {
+                    let _ = tx.send(result);
                 }
             }),
+            true,
             true,
         )?;
         let guard = InterruptOnDrop::new(&self.shared, id);
@@ -441,6 +522,9 @@ impl SqliteConnection {
     ) -> Result<Vec<Record>> {
         let values = to_sqlite_values(query.values, &query.names, None)?;
         let (sql, in_tx) = (query.sql, query.in_transaction);
+        if let Some(done) = self.fetch_inline(&sql, &values, in_tx, limit) {
+            return done;
+        }
         self.call(move |conn| {
             check_transaction(conn, in_tx)?;
             let mut stmt = prepare(conn, &sql, &values)?;
@@ -457,6 +541,60 @@ impl SqliteConnection {
             Ok(out)
         })
         .await
+    }
+
+    /// Runs a read on the caller's thread when nothing is queued for the connection, within
+    /// [`INLINE_BUDGET`] and without waiting on locks. `None`: it must go to the connection
+    /// thread (it writes, a job is queued, it ran out of budget or met a lock).
+    fn fetch_inline(
+        &mut self,
+        sql: &str,
+        values: &[SqlValue],
+        in_tx: bool,
+        limit: Option<usize>,
+    ) -> Option<Result<Vec<Record>>> {
+        if self.shared.queued.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        if let Some(skips) = self.inline.slow_reads.get_mut(sql) {
+            if *skips > 0 {
+                *skips -= 1;
+                return None;
+            }
+            self.inline.slow_reads.remove(sql);
+        }
+        let conn = self.inline.conn.upgrade()?;
+        // With nothing queued, the thread holds the lock at most for the last instructions
+        // of a job that has already replied.
+        let conn = conn.lock().ok()?;
+        // Without a busy handler a lock held elsewhere is SQLITE_BUSY at once.
+        conn.busy_timeout(Duration::ZERO).ok()?;
+        INLINE_DEADLINE.set(Some(Instant::now() + INLINE_BUDGET));
+        let result = read_inline(&conn, sql, values, in_tx, limit);
+        INLINE_DEADLINE.set(None);
+        if conn.busy_timeout(self.inline.busy_timeout).is_err() {
+            // Cannot happen (the call only stores a number); never keep a connection whose
+            // busy timeout may be zero.
+            self.shared.alive.store(false, Ordering::SeqCst);
+        }
+        match result {
+            Ok(rows) => {
+                #[cfg(test)]
+                if rows.is_some() {
+                    tests::INLINE_READS.set(tests::INLINE_READS.get() + 1);
+                }
+                rows.map(Ok)
+            }
+            Err(InlineError::OutOfTime) => {
+                if self.inline.slow_reads.len() >= STATEMENT_CACHE {
+                    self.inline.slow_reads.clear();
+                }
+                self.inline.slow_reads.insert(sql.into(), SLOW_READ_SKIPS);
+                None
+            }
+            Err(InlineError::Locked) => None,
+            Err(InlineError::Failed(e)) => Some(Err(e)),
+        }
     }
 
     pub(crate) fn stream(&mut self, query: BoundQuery) -> BoxStream<'static, Result<Record>> {
@@ -498,6 +636,7 @@ impl SqliteConnection {
                 }
             }),
             true,
+            false,
         );
         match sent {
             Ok(id) => Box::pin(SqliteRows {
@@ -538,6 +677,7 @@ impl SqliteConnection {
             Box::new(move |conn| {
                 let _ = conn.execute_batch(&sql);
             }),
+            false,
             false,
         )
         .is_ok()
@@ -620,6 +760,62 @@ fn check_transaction(conn: &rusqlite::Connection, in_transaction: bool) -> Resul
     } else {
         Ok(())
     }
+}
+
+/// Why an inline read did not finish.
+enum InlineError {
+    /// Its budget ran out (SQLite interrupted it): it must run on the connection thread.
+    OutOfTime,
+    /// It met a lock, which it must wait for on the connection thread.
+    Locked,
+    /// It failed, and would fail the same way on the connection thread.
+    Failed(Error),
+}
+
+impl From<Error> for InlineError {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<rusqlite::Error> for InlineError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::OperationInterrupted) => Self::OutOfTime,
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Self::Locked
+            }
+            _ => Self::Failed(map_error(e)),
+        }
+    }
+}
+
+/// The inline part of [`SqliteConnection::fetch_inline`]: `Ok(None)` when the statement
+/// writes.
+fn read_inline(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[SqlValue],
+    in_tx: bool,
+    limit: Option<usize>,
+) -> std::result::Result<Option<Vec<Record>>, InlineError> {
+    check_transaction(conn, in_tx)?;
+    let mut stmt = conn.prepare_cached(sql)?;
+    if !stmt.readonly() {
+        return Ok(None);
+    }
+    bind(&mut stmt, values)?;
+    let columns = columns_of(&stmt, sql);
+    let width = columns.len();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(Record::new(columns.clone(), read_row(row, width)?));
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+    }
+    Ok(Some(out))
 }
 
 fn prepare<'c>(
@@ -918,6 +1114,163 @@ mod tests {
 
     fn config(url: &str) -> SqliteConfig {
         SqliteConfig::from_url(&DatabaseUrl::parse(url).unwrap()).unwrap()
+    }
+
+    thread_local! {
+        /// Reads this thread ran inline (tests only).
+        pub(super) static INLINE_READS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn query(sql: &str, in_transaction: bool) -> BoundQuery {
+        BoundQuery {
+            sql: sql.into(),
+            values: Vec::new(),
+            names: Vec::new().into(),
+            in_transaction,
+        }
+    }
+
+    #[tokio::test]
+    async fn short_reads_run_inline_and_the_rest_on_the_thread() {
+        let mut conn = SqliteConnection::open(&config("sqlite://")).await.unwrap();
+        let start = INLINE_READS.get();
+        let rows = conn
+            .fetch(query("SELECT 1, 'a'", false), Some(1))
+            .await
+            .unwrap();
+        assert_eq!(rows[0][1], Value::Text("a".into()));
+        assert_eq!(INLINE_READS.get(), start + 1, "a one-row read runs inline");
+
+        // Far longer than the budget: given up inline, finished on the connection thread.
+        let rows = conn
+            .fetch(
+                query(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000000) \
+                     SELECT count(*), sum(x) FROM c",
+                    false,
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0][0], Value::Int(1_000_000));
+        assert_eq!(rows[0][1], Value::Int(500_000_500_000));
+        assert_eq!(
+            INLINE_READS.get(),
+            start + 1,
+            "the long read ran on the thread"
+        );
+        assert_eq!(
+            conn.inline.slow_reads.values().copied().collect::<Vec<_>>(),
+            [SLOW_READ_SKIPS],
+            "the long read is remembered, so its next runs skip the inline attempt"
+        );
+
+        // A statement that writes never runs inline, even through fetch.
+        conn.control("CREATE TABLE t (x INTEGER)".to_owned())
+            .await
+            .unwrap();
+        let rows = conn
+            .fetch(query("INSERT INTO t VALUES (7) RETURNING x", false), None)
+            .await
+            .unwrap();
+        assert_eq!(rows[0][0], Value::Int(7));
+        assert_eq!(INLINE_READS.get(), start + 1);
+        let rows = conn
+            .fetch(query("SELECT x FROM t", false), None)
+            .await
+            .unwrap();
+        assert_eq!(rows[0][0], Value::Int(7));
+        assert_eq!(INLINE_READS.get(), start + 2);
+    }
+
+    #[tokio::test]
+    async fn an_inline_read_never_overtakes_a_queued_rollback() {
+        let mut conn = SqliteConnection::open(&config("sqlite://")).await.unwrap();
+        conn.control("CREATE TABLE t (x INTEGER)".to_owned())
+            .await
+            .unwrap();
+        for _ in 0..50 {
+            conn.control("BEGIN".to_owned()).await.unwrap();
+            conn.execute(query("INSERT INTO t VALUES (1)", true))
+                .await
+                .unwrap();
+            // What a dropped transaction does: the rollback is queued, not awaited.
+            assert!(conn.queue("ROLLBACK".to_owned()));
+            let rows = conn
+                .fetch(query("SELECT count(*) FROM t", false), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                rows[0][0],
+                Value::Int(0),
+                "the read saw the rolled-back row"
+            );
+        }
+    }
+
+    /// Holds an exclusive lock on `path` from another connection for `hold`; returns when
+    /// the lock is taken.
+    fn lock_for(path: &std::path::Path, hold: Duration) -> std::thread::JoinHandle<()> {
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let path = path.to_owned();
+        let locker = std::thread::spawn(move || {
+            let other = rusqlite::Connection::open(path).unwrap();
+            other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            taken_tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            other.execute_batch("COMMIT").unwrap();
+        });
+        taken_rx.recv().unwrap();
+        locker
+    }
+
+    #[tokio::test]
+    async fn a_read_that_meets_a_lock_waits_on_the_thread_and_the_busy_timeout_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.db");
+        // The rollback journal, where a writer's exclusive lock blocks readers too.
+        let url = format!("sqlite:///{}?journal_mode=delete", path.display());
+        let mut conn = SqliteConnection::open(&config(&url)).await.unwrap();
+        conn.control("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)".to_owned())
+            .await
+            .unwrap();
+        let start = INLINE_READS.get();
+        let count = query("SELECT count(*) FROM t", false);
+        assert_eq!(
+            conn.fetch(count.clone(), None).await.unwrap()[0][0],
+            Value::Int(1)
+        );
+        assert_eq!(INLINE_READS.get(), start + 1);
+
+        let hold = Duration::from_millis(300);
+        let locker = lock_for(&path, hold);
+        let began = Instant::now();
+        let rows = conn.fetch(count.clone(), None).await.unwrap();
+        assert_eq!(rows[0][0], Value::Int(1));
+        assert!(
+            began.elapsed() >= hold - Duration::from_millis(50),
+            "the read waited for the lock"
+        );
+        assert_eq!(
+            INLINE_READS.get(),
+            start + 1,
+            "the locked read ran on the thread"
+        );
+        locker.join().unwrap();
+
+        // An inline read leaves the busy timeout as it found it: a write still waits.
+        assert_eq!(
+            conn.fetch(count.clone(), None).await.unwrap()[0][0],
+            Value::Int(1)
+        );
+        assert_eq!(INLINE_READS.get(), start + 2);
+        let locker = lock_for(&path, hold);
+        conn.execute(query("INSERT INTO t VALUES (2)", false))
+            .await
+            .unwrap();
+        locker.join().unwrap();
+        assert_eq!(conn.fetch(count, None).await.unwrap()[0][0], Value::Int(2));
     }
 
     #[test]
