@@ -8,9 +8,11 @@
 //!
 //! ## The async bridge
 //!
-//! Every operation is a PyO3 `async fn`: asyncio drives the returned coroutine itself. The
-//! work runs as a task on a shared tokio runtime and the coroutine awaits its `JoinHandle`,
-//! so each await costs one wake from a tokio thread to the event loop. That wake never takes
+//! Every operation is a PyO3 `async fn`: asyncio drives the returned coroutine itself. On
+//! PostgreSQL the work runs as a task on a shared tokio runtime and the coroutine awaits its
+//! `JoinHandle`; on MySQL/MariaDB and SQLite the core's future is polled on the loop's own
+//! thread, inside the runtime's context (see `drive_here` in `native`). Either way, each
+//! await that does not finish at once costs one wake of the event loop. That wake never takes
 //! the GIL on the tokio thread: it queues the coroutine's waker for the loop and writes a
 //! byte to a socket the loop watches (`add_reader`), and the loop's thread, which holds the
 //! GIL anyway, runs the wakers (see `LoopChannel`). Taking the GIL from a tokio thread
@@ -279,9 +281,9 @@ impl<T> Drop for Spawned<T> {
 
 /// A core future polled on the event loop's thread itself (inside the runtime's context,
 /// so that its timers, sockets and spawned tasks belong to [`runtime`]) with a [`Forward`]
-/// waker. Nothing hops to a tokio thread to start it: a statement is handed to its
-/// connection's driver (or SQLite's thread) during the first poll, and the answer wakes the
-/// loop directly. Dropped with the coroutine (a cancelled task), it drops the future inside
+/// waker. Nothing hops to a tokio thread to start it: a statement is written to its socket
+/// (MySQL), handed to SQLite's thread or run inline (a short SQLite read) during the first
+/// poll, and the answer wakes the loop directly. Dropped with the coroutine (a cancelled task), it drops the future inside
 /// the runtime's context, and the core treats the operation as abandoned.
 struct Driven<F> {
     future: Option<Pin<Box<F>>>,
@@ -330,8 +332,8 @@ async fn run<T: Send + 'static>(
 }
 
 /// Runs `fut` on the event loop's thread (see [`Driven`]); the result's core error becomes the
-/// matching Python exception. For work that only waits: on SQLite's connection thread, or
-/// for a message from a task.
+/// matching Python exception. For work that mostly waits: on SQLite's connection thread, on
+/// a MySQL socket, or for a message from a task.
 ///
 /// Only where the loop has a [`LoopChannel`]. Without one, a wake takes the GIL on the waking
 /// thread, and wakers run under locks: bb8 wakes a waiting checkout while holding its pool's
