@@ -10,11 +10,12 @@
 //! A write inside a transaction is left to finish (interrupting it would end the whole
 //! transaction), and the transaction's own rollback follows.
 //!
-//! A statement that only reads may instead run inline, on the caller's own thread, when
-//! nothing is queued for the connection: two thread wakes cost more than a short read. It
-//! runs with a time budget ([`INLINE_BUDGET`], enforced by SQLite's progress handler) and
-//! without waiting on locks; a read that runs out of budget or meets a lock is abandoned
-//! (a read leaves nothing behind) and sent to the connection thread as usual.
+//! A query that only reads (a read-only statement that returns columns) may instead run
+//! inline, on the caller's own thread, when nothing is queued for the connection: two thread
+//! wakes cost more than a short read. It runs with a time budget ([`INLINE_BUDGET`],
+//! enforced by SQLite's progress handler) and without waiting on locks; a read that runs out
+//! of budget or meets a lock is abandoned (a read leaves nothing behind) and sent to the
+//! connection thread as usual.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -801,7 +802,10 @@ fn read_inline(
 ) -> std::result::Result<Option<Vec<Record>>, InlineError> {
     check_transaction(conn, in_tx)?;
     let mut stmt = conn.prepare_cached(sql)?;
-    if !stmt.readonly() {
+    // SQLite also calls BEGIN, COMMIT, SAVEPOINT, ATTACH and setting pragmas read-only (they
+    // leave the file's content alone), but a COMMIT syncs to disk and ATTACH opens a file.
+    // Those return no columns; a query does.
+    if !stmt.readonly() || stmt.column_count() == 0 {
         return Ok(None);
     }
     bind(&mut stmt, values)?;
@@ -1175,6 +1179,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows[0][0], Value::Int(7));
+        assert_eq!(INLINE_READS.get(), start + 1);
+        // Nor does transaction control, which SQLite calls read-only too (COMMIT syncs to
+        // disk).
+        for sql in ["BEGIN", "COMMIT", "PRAGMA foreign_keys = ON"] {
+            assert!(
+                conn.fetch(query(sql, false), None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
         assert_eq!(INLINE_READS.get(), start + 1);
         let rows = conn
             .fetch(query("SELECT x FROM t", false), None)
