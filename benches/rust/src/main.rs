@@ -8,6 +8,10 @@
 //! Takes its URLs from `BENCH_DATABASE_URLS`, else `TEST_DATABASE_URLS`; SQLite always runs
 //! (on a file in a temporary directory). Each figure is the best of three rounds; the ratio
 //! is our time over the raw driver's (1.00 = as fast, below 1 = faster).
+//!
+//! Built with `--features mimalloc` (`BENCH_MIMALLOC=1 scripts/bench`), the whole process
+//! allocates with mimalloc instead of the system allocator, for ours and the raw drivers
+//! alike.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +19,17 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use databases::{Backend, Database, DatabaseOptions, DatabaseUrl, NamedParams, Value, params};
 use tokio_postgres::types::ToSql;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator this build uses, for the report's header.
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "the system allocator"
+};
 
 const KEYS: i64 = 10_000;
 const POOL: u32 = 10;
@@ -662,7 +677,7 @@ async fn main() -> Res {
         }
     }
     println!("# databases benchmark");
-    println!("Figures: best of 3 rounds, per second (higher is better).");
+    println!("Figures: best of 3 rounds, per second (higher is better); {ALLOCATOR_NAME}.");
     println!("Ratios: our time / their time (1.00 = as fast, below 1.00 = we are faster).");
     for url in urls {
         let backend = url.backend();
