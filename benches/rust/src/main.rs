@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Takes its URLs from `BENCH_DATABASE_URLS`, else `TEST_DATABASE_URLS`; SQLite always runs
-//! (on a file in a temporary directory). Each figure is the best of three rounds; the ratio
+//! (on a file in a temporary directory). Each figure is the best of six rounds (ours and the raw driver take two turns of three); the ratio
 //! is our time over the raw driver's (1.00 = as fast, below 1 = faster).
 //!
 //! Built with `--features mimalloc` (`BENCH_MIMALLOC=1 scripts/bench`), the whole process
@@ -677,7 +677,9 @@ async fn main() -> Res {
         }
     }
     println!("# databases benchmark");
-    println!("Figures: best of 3 rounds, per second (higher is better); {ALLOCATOR_NAME}.");
+    println!(
+        "Figures: best of 6 rounds (two turns of 3, ours and the raw driver alternating), per second (higher is better); {ALLOCATOR_NAME}."
+    );
     println!("Ratios: our time / their time (1.00 = as fast, below 1.00 = we are faster).");
     for url in urls {
         let backend = url.backend();
