@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Takes its URLs from `BENCH_DATABASE_URLS`, else `TEST_DATABASE_URLS`; SQLite always runs
-//! (on a file in a temporary directory). Each figure is the best of six rounds (ours and the raw driver take two turns of three); the ratio
-//! is our time over the raw driver's (1.00 = as fast, below 1 = faster).
+//! (on a file in a temporary directory). Each figure is the best of six rounds (ours and the
+//! raw driver take two turns of three); the ratio is our time over the raw driver's (1.00 =
+//! as fast, below 1 = faster).
 //!
 //! Built with `--features mimalloc` (`BENCH_MIMALLOC=1 scripts/bench`), the whole process
 //! allocates with mimalloc instead of the system allocator, for ours and the raw drivers
