@@ -363,7 +363,9 @@ impl SqliteConnection {
                 }
                 while let Some(job) = receiver.blocking_recv() {
                     {
-                        // A panic in a job poisons the lock; the thread then ends here.
+                        // Poisoned by a panic during an inline read on another thread:
+                        // the connection's state is unknown, so the thread ends (a panic in a
+                        // job here unwinds the thread itself).
                         let Ok(mut conn) = conn.lock() else { return };
                         shared
                             .autocommit
