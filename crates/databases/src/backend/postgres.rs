@@ -874,7 +874,12 @@ fn nest(flat: Vec<Value>, dims: &[usize]) -> Value {
     match dims {
         [] | [_] => Value::Array(flat),
         [_, inner @ ..] => {
-            let size: usize = inner.iter().product();
+            // Saturating: a header with a zero dimension (no elements) may pair it with
+            // huge others, whose product would overflow.
+            let size = inner
+                .iter()
+                .try_fold(1_usize, |n, &d| n.checked_mul(d))
+                .unwrap_or(usize::MAX);
             let mut items = flat.into_iter();
             let mut out = Vec::new();
             loop {
@@ -1417,6 +1422,16 @@ mod tests {
             let raw = array_bytes(ndim, has_nulls, oid, &dims, &elements);
             let _ = from_sql(&ty, &raw);
         }
+    }
+
+    /// Found by `decoding_any_array_never_panics` in CI: a zero dimension makes the element
+    /// count 0, and the product of the others overflowed while nesting.
+    #[test]
+    fn an_empty_array_with_huge_inner_dimensions_decodes() {
+        let huge = (i32::MAX, 1);
+        let raw = array_bytes(4, 0, 23, &[(0, 1), huge, huge, huge], &[]);
+        let ty = Type::INT4_ARRAY;
+        assert_eq!(from_sql(&ty, &raw).unwrap(), Value::Array(Vec::new()));
     }
 
     fn roundtrip(text: &str) -> String {
