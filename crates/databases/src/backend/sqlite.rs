@@ -531,17 +531,7 @@ impl SqliteConnection {
         self.call(move |conn| {
             check_transaction(conn, in_tx)?;
             let mut stmt = prepare(conn, &sql, &values)?;
-            let columns = columns_of(&stmt, &sql);
-            let width = columns.len();
-            let mut rows = stmt.raw_query();
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(map_error)? {
-                out.push(Record::new(columns.clone(), read_row(row, width)?));
-                if limit.is_some_and(|l| out.len() >= l) {
-                    break;
-                }
-            }
-            Ok(out)
+            read_rows(&mut stmt, &sql, limit, map_error)
         })
         .await
     }
@@ -811,17 +801,28 @@ fn read_inline(
         return Ok(None);
     }
     bind(&mut stmt, values)?;
-    let columns = columns_of(&stmt, sql);
+    read_rows(&mut stmt, sql, limit, InlineError::from).map(Some)
+}
+
+/// Reads a bound statement's records, at most `limit`. SQLite's errors while stepping go
+/// through `step_error`: an inline read tells an interruption from a failure there.
+fn read_rows<E: From<Error>>(
+    stmt: &mut rusqlite::Statement<'_>,
+    sql: &str,
+    limit: Option<usize>,
+    step_error: impl Fn(rusqlite::Error) -> E,
+) -> std::result::Result<Vec<Record>, E> {
+    let columns = columns_of(stmt, sql);
     let width = columns.len();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
+    while let Some(row) = rows.next().map_err(&step_error)? {
         out.push(Record::new(columns.clone(), read_row(row, width)?));
         if limit.is_some_and(|l| out.len() >= l) {
             break;
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 fn prepare<'c>(
@@ -1136,6 +1137,11 @@ mod tests {
         }
     }
 
+    /// Runs `sql` through `fetch` outside a transaction and returns every record.
+    async fn read(conn: &mut SqliteConnection, sql: &str) -> Vec<Record> {
+        conn.fetch(query(sql, false), None).await.unwrap()
+    }
+
     #[tokio::test]
     async fn short_reads_run_inline_and_the_rest_on_the_thread() {
         let mut conn = SqliteConnection::open(&config("sqlite://")).await.unwrap();
@@ -1176,27 +1182,16 @@ mod tests {
         conn.control("CREATE TABLE t (x INTEGER)".to_owned())
             .await
             .unwrap();
-        let rows = conn
-            .fetch(query("INSERT INTO t VALUES (7) RETURNING x", false), None)
-            .await
-            .unwrap();
+        let rows = read(&mut conn, "INSERT INTO t VALUES (7) RETURNING x").await;
         assert_eq!(rows[0][0], Value::Int(7));
         assert_eq!(INLINE_READS.get(), start + 1);
         // Nor does transaction control, which SQLite calls read-only too (COMMIT syncs to
         // disk).
         for sql in ["BEGIN", "COMMIT", "PRAGMA foreign_keys = ON"] {
-            assert!(
-                conn.fetch(query(sql, false), None)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
+            assert!(read(&mut conn, sql).await.is_empty());
         }
         assert_eq!(INLINE_READS.get(), start + 1);
-        let rows = conn
-            .fetch(query("SELECT x FROM t", false), None)
-            .await
-            .unwrap();
+        let rows = read(&mut conn, "SELECT x FROM t").await;
         assert_eq!(rows[0][0], Value::Int(7));
         assert_eq!(INLINE_READS.get(), start + 2);
     }
@@ -1214,10 +1209,7 @@ mod tests {
                 .unwrap();
             // What a dropped transaction does: the rollback is queued, not awaited.
             assert!(conn.queue("ROLLBACK".to_owned()));
-            let rows = conn
-                .fetch(query("SELECT count(*) FROM t", false), None)
-                .await
-                .unwrap();
+            let rows = read(&mut conn, "SELECT count(*) FROM t").await;
             assert_eq!(
                 rows[0][0],
                 Value::Int(0),
