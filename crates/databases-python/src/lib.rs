@@ -283,8 +283,9 @@ impl<T> Drop for Spawned<T> {
 /// so that its timers, sockets and spawned tasks belong to [`runtime`]) with a [`Forward`]
 /// waker. Nothing hops to a tokio thread to start it: a statement is written to its socket
 /// (MySQL), handed to SQLite's thread or run inline (a short SQLite read) during the first
-/// poll, and the answer wakes the loop directly. Dropped with the coroutine (a cancelled task), it drops the future inside
-/// the runtime's context, and the core treats the operation as abandoned.
+/// poll, and the answer wakes the loop directly. Dropped with the coroutine (a cancelled
+/// task), it drops the future inside the runtime's context, and the core treats the
+/// operation as abandoned.
 struct Driven<F> {
     future: Option<Pin<Box<F>>>,
     forward: Arc<Forward>,
