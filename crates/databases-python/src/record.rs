@@ -36,7 +36,7 @@ pub(crate) struct Meta {
 /// costs its Rust values until read, and a field never read is never converted.
 #[pyclass(frozen, mapping, module = "databases", name = "Record")]
 pub(crate) struct Record {
-    raw: Box<[databases::Value]>,
+    raw: databases::Record,
     cache: Box<[PyOnceLock<Py<PyAny>>]>,
     meta: Arc<Meta>,
 }
@@ -121,9 +121,15 @@ impl<'py> Builder<'py> {
     /// Wraps one core record; its values are converted when read.
     pub(crate) fn record(&mut self, record: databases::Record) -> PyResult<Bound<'py, Record>> {
         let meta = self.meta_for(record.column_list())?;
-        let raw = record.into_values().into_boxed_slice();
-        let cache = raw.iter().map(|_| PyOnceLock::new()).collect();
-        Bound::new(self.py, Record { raw, cache, meta })
+        let cache = (0..record.len()).map(|_| PyOnceLock::new()).collect();
+        Bound::new(
+            self.py,
+            Record {
+                raw: record,
+                cache,
+                meta,
+            },
+        )
     }
 
     /// Converts all the records of a result into a list.
@@ -140,7 +146,7 @@ impl Record {
     /// The Python value of column `i` (made on first use, then kept).
     fn value<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
         let cached = self.cache[i].get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-            let value = match &self.raw[i] {
+            let value = match &self.raw.values()[i] {
                 databases::Value::Time(t) if self.meta.time_as_delta => {
                     databases::Value::Interval {
                         months: 0,

@@ -101,6 +101,11 @@ impl ColumnIndex for &String {
 
 /// One row of a result.
 ///
+/// The rows of one result share a single block of values: reading 10,000 rows allocates one
+/// block, not 10,000 vectors, and cloning a record only counts a reference. Holding any row
+/// of a result therefore keeps the values of all its rows; [`Record::into_values`] copies a
+/// row out when only that row should stay.
+///
 /// ```
 /// use std::sync::Arc;
 /// use databases::{Columns, Record, Value};
@@ -115,71 +120,172 @@ impl ColumnIndex for &String {
 /// assert_eq!(err.to_string(), "column 'score': cannot convert integer to String");
 /// # Ok::<(), databases::Error>(())
 /// ```
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Record {
+    block: Arc<Block>,
+    /// The position of this row's first value in the block.
+    start: usize,
+}
+
+/// The column names and the values of one or more rows, row after row.
+#[derive(Debug)]
+struct Block {
     columns: Arc<Columns>,
     values: Vec<Value>,
 }
 
+/// Collects the rows of one result into one block, then hands out its records.
+///
+/// A row is pushed by [`Rows::push`], whose closure appends exactly one value per column.
+pub(crate) struct Rows {
+    columns: Arc<Columns>,
+    values: Vec<Value>,
+    rows: usize,
+}
+
+impl Rows {
+    /// An empty result with these columns.
+    pub(crate) fn new(columns: Arc<Columns>) -> Self {
+        Self {
+            columns,
+            values: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// The number of rows pushed.
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True before the first row.
+    // Only the chunked streams (SQLite, MySQL) use it.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Adds a row: `fill` appends its values in column order. When `fill` fails, the
+    /// partial row is removed and the error returned.
+    pub(crate) fn push(&mut self, fill: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
+        let before = self.values.len();
+        if let Err(e) = fill(&mut self.values) {
+            self.values.truncate(before);
+            return Err(e);
+        }
+        assert_eq!(
+            self.values.len() - before,
+            self.columns.len(),
+            "a row must have one value per column"
+        );
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The records, in the order their rows were pushed; they share one block.
+    pub(crate) fn into_records(self) -> Vec<Record> {
+        let width = self.columns.len();
+        let block = Arc::new(Block {
+            columns: self.columns,
+            values: self.values,
+        });
+        (0..self.rows)
+            .map(|i| Record {
+                block: block.clone(),
+                start: i * width,
+            })
+            .collect()
+    }
+
+    /// Takes the records collected so far and leaves an empty result with the same columns
+    /// and room for as many values (for results handed out in chunks).
+    // Only the chunked streams (SQLite, MySQL) use it.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
+    pub(crate) fn take(&mut self) -> Vec<Record> {
+        let room = Vec::with_capacity(self.values.capacity());
+        let full = Self {
+            columns: self.columns.clone(),
+            values: std::mem::replace(&mut self.values, room),
+            rows: std::mem::take(&mut self.rows),
+        };
+        full.into_records()
+    }
+}
+
 impl Record {
     /// A record from shared column names and its values (one per column).
+    ///
+    /// # Panics
+    /// When the number of values differs from the number of columns.
     pub fn new(columns: Arc<Columns>, values: Vec<Value>) -> Self {
-        debug_assert_eq!(columns.len(), values.len());
-        Self { columns, values }
+        assert_eq!(
+            columns.len(),
+            values.len(),
+            "a record needs one value per column"
+        );
+        Self {
+            block: Arc::new(Block { columns, values }),
+            start: 0,
+        }
     }
 
     /// The column names.
     pub fn columns(&self) -> &[String] {
-        self.columns.names()
+        self.block.columns.names()
     }
 
     /// The shared column list (the same `Arc` for every row of a result).
     pub fn column_list(&self) -> &Arc<Columns> {
-        &self.columns
+        &self.block.columns
     }
 
     /// The values in column order.
     pub fn values(&self) -> &[Value] {
-        &self.values
+        &self.block.values[self.start..self.start + self.block.columns.len()]
     }
 
-    /// Takes the values out.
+    /// Takes the values out. A record that is the last one left of its result gives its
+    /// values up without a copy; otherwise they are cloned.
     pub fn into_values(self) -> Vec<Value> {
-        self.values
+        let (start, width) = (self.start, self.block.columns.len());
+        match Arc::try_unwrap(self.block) {
+            Ok(block) if block.values.len() == width => block.values,
+            Ok(mut block) => block.values.drain(start..start + width).collect(),
+            Err(shared) => shared.values[start..start + width].to_vec(),
+        }
     }
 
     /// The number of columns.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.block.columns.len()
     }
 
     /// True for a row without columns.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.block.columns.is_empty()
     }
 
     /// `(name, value)` pairs in column order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.columns
-            .names()
+        self.columns()
             .iter()
             .map(String::as_str)
-            .zip(self.values.iter())
+            .zip(self.values().iter())
     }
 
     /// The raw value of a column, by position or name.
     pub fn value(&self, column: impl ColumnIndex) -> Result<&Value> {
-        let i = column.position_in(&self.columns)?;
-        Ok(&self.values[i])
+        let i = column.position_in(&self.block.columns)?;
+        Ok(&self.values()[i])
     }
 
     /// The value of a column converted to `T`. The error names the column and both types.
     pub fn get<T: FromValue>(&self, column: impl ColumnIndex) -> Result<T> {
-        let i = column.position_in(&self.columns)?;
-        T::from_value(&self.values[i]).map_err(|e| {
+        let i = column.position_in(&self.block.columns)?;
+        T::from_value(&self.values()[i]).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
-                format!("column '{}': {e}", self.columns.names()[i]),
+                format!("column '{}': {e}", self.columns()[i]),
             )
             .with_source(e)
         })
@@ -193,6 +299,13 @@ impl Record {
     pub fn deserialize<'de, T: serde::Deserialize<'de>>(&'de self) -> Result<T> {
         T::deserialize(crate::de::RecordDeserializer::new(self))
             .map_err(|e| Error::decode(format!("cannot deserialize record: {e}")).with_source(e))
+    }
+}
+
+/// Records are equal when their column names and values are.
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.columns() == other.columns() && self.values() == other.values()
     }
 }
 
@@ -286,6 +399,136 @@ mod tests {
         let e = row().get::<bool>("name").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Decode);
         assert_eq!(e.to_string(), "column 'name': cannot convert text to bool");
+    }
+
+    fn two_columns() -> Arc<Columns> {
+        Arc::new(Columns::new(vec!["id".into(), "name".into()]))
+    }
+
+    #[test]
+    fn rows_share_one_block_and_keep_their_order() {
+        let mut rows = Rows::new(two_columns());
+        for i in 0..3 {
+            rows.push(|v| {
+                v.extend([Value::Int(i), Value::Text(format!("n{i}"))]);
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(rows.len(), 3);
+        let records = rows.into_records();
+        assert_eq!(records.len(), 3);
+        for (i, r) in (0..).zip(&records) {
+            assert_eq!(r.values(), [Value::Int(i), Value::Text(format!("n{i}"))]);
+            assert_eq!(r.get::<String>("name").unwrap(), format!("n{i}"));
+            assert!(Arc::ptr_eq(&r.block, &records[0].block));
+        }
+        assert_eq!(records[1].to_string(), "(id=1, name='n1')");
+        // Equality looks at names and values, not at which block holds them.
+        assert_eq!(
+            records[2],
+            Record::new(two_columns(), vec![Value::Int(2), Value::Text("n2".into())])
+        );
+        assert_ne!(records[0], records[1]);
+    }
+
+    #[test]
+    fn into_values_copies_only_a_shared_row() {
+        let mut rows = Rows::new(two_columns());
+        for i in 0..2 {
+            rows.push(|v| {
+                v.extend([Value::Int(i), Value::Null]);
+                Ok(())
+            })
+            .unwrap();
+        }
+        let mut records = rows.into_records();
+        let second = records.pop().unwrap();
+        let first = records.pop().unwrap();
+        let kept = first.clone();
+        // Shared: cloned out, the block stays for `kept`.
+        assert_eq!(second.into_values(), [Value::Int(1), Value::Null]);
+        assert_eq!(first.into_values(), [Value::Int(0), Value::Null]);
+        // The last record of a two-row block takes its row out.
+        assert_eq!(kept.into_values(), [Value::Int(0), Value::Null]);
+        // A one-row record gives its vector up without a copy.
+        let single = Record::new(two_columns(), vec![Value::Int(5), Value::Int(6)]);
+        let at = single.values().as_ptr();
+        let values = single.into_values();
+        assert_eq!(values.as_ptr(), at);
+    }
+
+    #[test]
+    fn a_failed_row_leaves_nothing_behind() {
+        let mut rows = Rows::new(two_columns());
+        let e = rows
+            .push(|v| {
+                v.push(Value::Int(1));
+                Err(Error::decode("bad second column"))
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "bad second column");
+        assert!(rows.is_empty());
+        rows.push(|v| {
+            v.extend([Value::Int(2), Value::Int(3)]);
+            Ok(())
+        })
+        .unwrap();
+        let records = rows.into_records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].values(), [Value::Int(2), Value::Int(3)]);
+    }
+
+    #[test]
+    fn chunks_are_taken_and_the_rest_goes_on() {
+        let mut rows = Rows::new(two_columns());
+        let push = |rows: &mut Rows, i: i64| {
+            rows.push(|v| {
+                v.extend([Value::Int(i), Value::Int(-i)]);
+                Ok(())
+            })
+            .unwrap();
+        };
+        push(&mut rows, 1);
+        push(&mut rows, 2);
+        let first = rows.take();
+        assert!(rows.is_empty());
+        push(&mut rows, 3);
+        let rest = rows.into_records();
+        let ids: Vec<i64> = first
+            .iter()
+            .chain(&rest)
+            .map(|r| r.get("id").unwrap())
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(rest[0].columns(), ["id", "name"]);
+    }
+
+    #[test]
+    fn rows_without_columns_are_counted() {
+        let mut rows = Rows::new(Arc::new(Columns::default()));
+        rows.push(|_| Ok(())).unwrap();
+        rows.push(|_| Ok(())).unwrap();
+        let records = rows.into_records();
+        assert_eq!(records.len(), 2);
+        assert!(records[1].is_empty());
+        assert_eq!(records[1].to_string(), "()");
+    }
+
+    #[test]
+    #[should_panic(expected = "a row must have one value per column")]
+    fn a_short_row_is_refused() {
+        let mut rows = Rows::new(two_columns());
+        let _ = rows.push(|v| {
+            v.push(Value::Int(1));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "a record needs one value per column")]
+    fn a_record_needs_a_value_per_column() {
+        let _ = Record::new(two_columns(), vec![Value::Int(1)]);
     }
 
     #[test]

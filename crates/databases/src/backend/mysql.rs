@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::ExecuteResult;
 use crate::config::{parse_bool, parse_choice, parse_seconds};
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{Columns, Record};
+use crate::record::{Columns, Record, Rows};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
 
@@ -368,18 +368,15 @@ impl MyConnection {
             let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
             let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
             let columns = columns_of(&meta);
-            let mut out = Vec::new();
+            let mut out = Rows::new(columns);
             // Rows past the limit are read and dropped: the connection must end idle.
             while let Some(row) = result.next().await.map_err(map_error)? {
                 if limit.is_none_or(|l| out.len() < l) {
-                    out.push(Record::new(
-                        columns.clone(),
-                        decode_row(row.unwrap(), &meta)?,
-                    ));
+                    out.push(|values| decode_row(row.unwrap(), &meta, values))?;
                 }
             }
             result.drop_result().await.map_err(map_error)?;
-            Ok(out)
+            Ok(out.into_records())
         })
         .await
     }
@@ -408,14 +405,11 @@ impl MyConnection {
                 let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
                 let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
                 let columns = columns_of(&meta);
-                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                let mut chunk = Rows::new(columns);
                 while let Some(row) = result.next().await.map_err(map_error)? {
-                    chunk.push(Record::new(
-                        columns.clone(),
-                        decode_row(row.unwrap(), &meta)?,
-                    ));
+                    chunk.push(|values| decode_row(row.unwrap(), &meta, values))?;
                     if chunk.len() == CHUNK_ROWS {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                        let full = chunk.take();
                         if tx.send(Ok(full)).await.is_err() {
                             // The stream was dropped.
                             if keep.load(Ordering::SeqCst) {
@@ -430,7 +424,7 @@ impl MyConnection {
                 // The result is fully read: the connection goes back even if nobody takes
                 // the last chunk.
                 if !chunk.is_empty() {
-                    let _ = tx.send(Ok(chunk)).await;
+                    let _ = tx.send(Ok(chunk.into_records())).await;
                 }
                 Ok(true)
             };
@@ -587,8 +581,8 @@ fn columns_of(meta: &[Column]) -> Arc<Columns> {
     ))
 }
 
-fn decode_row(values: Vec<MyValue>, meta: &[Column]) -> Result<Vec<Value>> {
-    let mut out = Vec::with_capacity(values.len());
+/// Appends the decoded `values` of a row to `out`.
+fn decode_row(values: Vec<MyValue>, meta: &[Column], out: &mut Vec<Value>) -> Result<()> {
     for (v, c) in values.into_iter().zip(meta) {
         // Pushed in place; the large error is built only on failure.
         match decode_value(v, c) {
@@ -596,7 +590,7 @@ fn decode_row(values: Vec<MyValue>, meta: &[Column]) -> Result<Vec<Value>> {
             Err(why) => return Err(decode_error(c, &why)),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn decode(value: MyValue, column: &Column) -> Result<Value> {

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use crate::ExecuteResult;
 use crate::config::{parse_bool, parse_choice, parse_seconds};
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{Columns, Record};
+use crate::record::{Columns, Record, Rows};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
 
@@ -608,19 +608,18 @@ impl SqliteConnection {
                     let columns = columns_of(&stmt, &sql);
                     let width = columns.len();
                     let mut rows = stmt.raw_query();
-                    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                    let mut chunk = Rows::new(columns);
                     while let Some(row) = rows.next().map_err(map_error)? {
-                        chunk.push(Record::new(columns.clone(), read_row(row, width)?));
+                        chunk.push(|values| read_row(row, width, values))?;
                         if chunk.len() == CHUNK_ROWS {
-                            let full =
-                                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                            let full = chunk.take();
                             if tx.blocking_send(Ok(full)).is_err() {
                                 return Ok(()); // the stream was dropped
                             }
                         }
                     }
                     if !chunk.is_empty() {
-                        let _ = tx.blocking_send(Ok(chunk));
+                        let _ = tx.blocking_send(Ok(chunk.into_records()));
                     }
                     Ok(())
                 };
@@ -815,14 +814,14 @@ fn read_rows<E: From<Error>>(
     let columns = columns_of(stmt, sql);
     let width = columns.len();
     let mut rows = stmt.raw_query();
-    let mut out = Vec::new();
+    let mut out = Rows::new(columns);
     while let Some(row) = rows.next().map_err(&step_error)? {
-        out.push(Record::new(columns.clone(), read_row(row, width)?));
+        out.push(|values| read_row(row, width, values))?;
         if limit.is_some_and(|l| out.len() >= l) {
             break;
         }
     }
-    Ok(out)
+    Ok(out.into_records())
 }
 
 fn prepare<'c>(
@@ -950,8 +949,8 @@ fn step_to_end(
     })
 }
 
-fn read_row(row: &rusqlite::Row<'_>, width: usize) -> Result<Vec<Value>> {
-    let mut values = Vec::with_capacity(width);
+/// Appends the `width` values of `row` to `values`.
+fn read_row(row: &rusqlite::Row<'_>, width: usize, values: &mut Vec<Value>) -> Result<()> {
     for i in 0..width {
         // Pushed in place; the large error is built only on failure.
         match row.get_ref(i).map(value_of) {
@@ -960,7 +959,7 @@ fn read_row(row: &rusqlite::Row<'_>, width: usize) -> Result<Vec<Value>> {
             Err(e) => return Err(map_error(e)),
         }
     }
-    Ok(values)
+    Ok(())
 }
 
 fn read_value(row: &rusqlite::Row<'_>, i: usize) -> Result<Value> {
