@@ -709,25 +709,29 @@ fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgPara
 /// Appends the values of `row` to `values`.
 fn decode_row(row: &tokio_postgres::Row, values: &mut Vec<Value>) -> Result<()> {
     for i in 0..row.len() {
-        // The column's bytes are taken as they are and decoded here, which keeps the value
-        // out of the driver's nested results (measured: they cost more than the decoding);
-        // the large error is built only on failure.
-        values.push(decode(row, i)?);
+        push_decoded(row, i, values)?;
     }
     Ok(())
 }
 
 /// The value of column `i` of `row`.
-#[inline]
 fn decode(row: &tokio_postgres::Row, i: usize) -> Result<Value> {
-    let raw = match row.try_get::<_, RawColumn<'_>>(i) {
-        Ok(raw) => raw.0,
+    let mut one = Vec::with_capacity(1);
+    push_decoded(row, i, &mut one)?;
+    Ok(one.pop().unwrap_or(Value::Null))
+}
+
+/// Appends the value of column `i` of `row` to `out`. The column's bytes are taken as they
+/// are and decoded by [`push_from_sql`]; the large error is built only on failure.
+#[inline]
+fn push_decoded(row: &tokio_postgres::Row, i: usize, out: &mut Vec<Value>) -> Result<()> {
+    match row.try_get::<_, RawColumn<'_>>(i) {
+        Ok(RawColumn(None)) => out.push(Value::Null),
+        Ok(RawColumn(Some(raw))) => push_from_sql(row.columns()[i].type_(), raw, out)
+            .map_err(|e| decode_error(row, i, e))?,
         Err(e) => return Err(decode_error(row, i, e)),
-    };
-    match raw {
-        None => Ok(Value::Null),
-        Some(raw) => from_sql(row.columns()[i].type_(), raw).map_err(|e| decode_error(row, i, e)),
     }
+    Ok(())
 }
 
 #[cold]
@@ -794,23 +798,36 @@ mod oid {
     pub(super) const JSONB: u32 = 3802;
 }
 
+/// The value of a column of type `ty`.
+#[cfg(test)]
 fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
+    let mut one = Vec::with_capacity(1);
+    push_from_sql(ty, raw, &mut one)?;
+    Ok(one.pop().unwrap_or(Value::Null))
+}
+
+/// Decodes a column of type `ty` and appends its value to `out`.
+///
+/// Each arm pushes its value itself: returning it instead (`Result<Value, _>`) made the
+/// compiler copy every value through the stack in pieces, and reading those pieces back
+/// stalled the CPU; `perf annotate` put about 10% of a 10,000-row `fetch_all` there.
+fn push_from_sql(ty: &Type, raw: &[u8], out: &mut Vec<Value>) -> Result<(), BoxError> {
     use postgres_protocol::types as t;
-    Ok(match ty.oid() {
-        oid::BOOL => Value::Bool(t::bool_from_sql(raw)?),
-        oid::INT2 => Value::Int(t::int2_from_sql(raw)?.into()),
-        oid::INT4 => Value::Int(t::int4_from_sql(raw)?.into()),
-        oid::INT8 => Value::Int(t::int8_from_sql(raw)?),
-        oid::OID => Value::Int(t::oid_from_sql(raw)?.into()),
-        oid::FLOAT4 => Value::Float(t::float4_from_sql(raw)?.into()),
-        oid::FLOAT8 => Value::Float(t::float8_from_sql(raw)?),
-        oid::NUMERIC => numeric_from_sql(raw)?,
+    match ty.oid() {
+        oid::BOOL => out.push(Value::Bool(t::bool_from_sql(raw)?)),
+        oid::INT2 => out.push(Value::Int(t::int2_from_sql(raw)?.into())),
+        oid::INT4 => out.push(Value::Int(t::int4_from_sql(raw)?.into())),
+        oid::INT8 => out.push(Value::Int(t::int8_from_sql(raw)?)),
+        oid::OID => out.push(Value::Int(t::oid_from_sql(raw)?.into())),
+        oid::FLOAT4 => out.push(Value::Float(t::float4_from_sql(raw)?.into())),
+        oid::FLOAT8 => out.push(Value::Float(t::float8_from_sql(raw)?)),
+        oid::NUMERIC => out.push(numeric_from_sql(raw)?),
         oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::UNKNOWN | oid::CHAR => {
-            Value::Text(t::text_from_sql(raw)?.to_owned())
+            out.push(Value::Text(t::text_from_sql(raw)?.to_owned()));
         }
-        oid::BYTEA => Value::Bytes(t::bytea_from_sql(raw).to_vec()),
-        oid::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
-        oid::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+        oid::BYTEA => out.push(Value::Bytes(t::bytea_from_sql(raw).to_vec())),
+        oid::DATE => out.push(Value::Date(NaiveDate::from_sql(ty, raw)?)),
+        oid::TIME => out.push(Value::Time(NaiveTime::from_sql(ty, raw)?)),
         oid::TIMETZ => {
             let mut buf = raw;
             let micros = read_i64(&mut buf)?;
@@ -818,26 +835,28 @@ fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
             let time = NaiveTime::MIN + chrono::Duration::microseconds(micros);
             // The wire format counts seconds west of UTC.
             let offset = FixedOffset::west_opt(zone).ok_or("invalid time zone offset")?;
-            Value::TimeTz(time, offset)
+            out.push(Value::TimeTz(time, offset));
         }
-        oid::TIMESTAMP => Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
-        oid::TIMESTAMPTZ => Value::DateTimeTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset()),
+        oid::TIMESTAMP => out.push(Value::DateTime(NaiveDateTime::from_sql(ty, raw)?)),
+        oid::TIMESTAMPTZ => out.push(Value::DateTimeTz(
+            DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset(),
+        )),
         oid::INTERVAL => {
             let mut buf = raw;
             let microseconds = read_i64(&mut buf)?;
             let days = read_i32(&mut buf)?;
             let months = read_i32(&mut buf)?;
-            Value::Interval {
+            out.push(Value::Interval {
                 months,
                 days,
                 microseconds,
-            }
+            });
         }
-        oid::UUID => Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?)),
-        oid::JSON | oid::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
+        oid::UUID => out.push(Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?))),
+        oid::JSON | oid::JSONB => out.push(Value::Json(serde_json::Value::from_sql(ty, raw)?)),
         _ => match ty.kind() {
-            Kind::Enum(_) => Value::Text(t::text_from_sql(raw)?.to_owned()),
-            Kind::Domain(base) => from_sql(base, raw)?,
+            Kind::Enum(_) => out.push(Value::Text(t::text_from_sql(raw)?.to_owned())),
+            Kind::Domain(base) => push_from_sql(base, raw, out)?,
             Kind::Array(member) => {
                 let array = t::array_from_sql(raw)?;
                 // Collected one by one: the header's counts are not trusted for capacity
@@ -853,19 +872,21 @@ fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
                 let mut flat = Vec::new();
                 let mut values = array.values();
                 while let Some(v) = values.next()? {
-                    flat.push(match v {
-                        None => Value::Null,
-                        Some(bytes) => from_sql(member, bytes)?,
-                    });
+                    match v {
+                        None => flat.push(Value::Null),
+                        Some(bytes) => push_from_sql(member, bytes, &mut flat)?,
+                    }
                 }
                 let count = dims.iter().try_fold(1_usize, |n, &d| n.checked_mul(d));
                 if !dims.is_empty() && count != Some(flat.len()) {
                     return Err("array dimensions do not match its element count".into());
                 }
-                nest(flat, &dims)
+                out.push(nest(flat, &dims));
             }
             // Text-like extension types (citext) use the text format.
-            _ if ty.name() == "citext" => Value::Text(t::text_from_sql(raw)?.to_owned()),
+            _ if ty.name() == "citext" => {
+                out.push(Value::Text(t::text_from_sql(raw)?.to_owned()));
+            }
             _ => {
                 return Err(format!(
                     "type {} is not supported; cast the column to text in the query (col::text)",
@@ -874,7 +895,8 @@ fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
                 .into());
             }
         },
-    })
+    }
+    Ok(())
 }
 
 /// Shapes a flat list of array elements into nested arrays, one level per dimension.
