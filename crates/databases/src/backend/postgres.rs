@@ -708,26 +708,29 @@ fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgPara
 
 /// Appends the values of `row` to `values`.
 fn decode_row(row: &tokio_postgres::Row, values: &mut Vec<Value>) -> Result<()> {
-    for i in 0..row.len() {
-        push_decoded(row, i, values)?;
+    let start = values.len();
+    // Filled with NULLs first, then overwritten in place (see `set_from_sql`).
+    values.extend(std::iter::repeat_with(|| Value::Null).take(row.len()));
+    for (i, slot) in values[start..].iter_mut().enumerate() {
+        decode_into(row, i, slot)?;
     }
     Ok(())
 }
 
 /// The value of column `i` of `row`.
 fn decode(row: &tokio_postgres::Row, i: usize) -> Result<Value> {
-    let mut one = Vec::with_capacity(1);
-    push_decoded(row, i, &mut one)?;
-    Ok(one.pop().unwrap_or(Value::Null))
+    let mut value = Value::Null;
+    decode_into(row, i, &mut value)?;
+    Ok(value)
 }
 
-/// Appends the value of column `i` of `row` to `out`. The column's bytes are taken as they
-/// are and decoded by [`push_from_sql`]; the large error is built only on failure.
+/// Decodes column `i` of `row` into `slot`. The column's bytes are taken as they are and
+/// decoded by [`set_from_sql`]; the large error is built only on failure.
 #[inline]
-fn push_decoded(row: &tokio_postgres::Row, i: usize, out: &mut Vec<Value>) -> Result<()> {
+fn decode_into(row: &tokio_postgres::Row, i: usize, slot: &mut Value) -> Result<()> {
     match row.try_get::<_, RawColumn<'_>>(i) {
-        Ok(RawColumn(None)) => out.push(Value::Null),
-        Ok(RawColumn(Some(raw))) => push_from_sql(row.columns()[i].type_(), raw, out)
+        Ok(RawColumn(None)) => *slot = Value::Null,
+        Ok(RawColumn(Some(raw))) => set_from_sql(row.columns()[i].type_(), raw, slot)
             .map_err(|e| decode_error(row, i, e))?,
         Err(e) => return Err(decode_error(row, i, e)),
     }
@@ -801,33 +804,34 @@ mod oid {
 /// The value of a column of type `ty`.
 #[cfg(test)]
 fn from_sql(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
-    let mut one = Vec::with_capacity(1);
-    push_from_sql(ty, raw, &mut one)?;
-    Ok(one.pop().unwrap_or(Value::Null))
+    let mut value = Value::Null;
+    set_from_sql(ty, raw, &mut value)?;
+    Ok(value)
 }
 
-/// Decodes a column of type `ty` and appends its value to `out`.
+/// Decodes a column of type `ty` into `slot`.
 ///
-/// Each arm pushes its value itself: returning it instead (`Result<Value, _>`) made the
-/// compiler copy every value through the stack in pieces, and reading those pieces back
-/// stalled the CPU; `perf annotate` put about 10% of a 10,000-row `fetch_all` there.
-fn push_from_sql(ty: &Type, raw: &[u8], out: &mut Vec<Value>) -> Result<(), BoxError> {
+/// Each arm writes its value into the slot. Returned (`Result<Value, _>`) or pushed, the
+/// value went through a stack temporary, and copying it from there stalled on the narrower
+/// stores that had just built it: `perf annotate` put about 10% of a 10,000-row
+/// `fetch_all` on that one load.
+fn set_from_sql(ty: &Type, raw: &[u8], slot: &mut Value) -> Result<(), BoxError> {
     use postgres_protocol::types as t;
     match ty.oid() {
-        oid::BOOL => out.push(Value::Bool(t::bool_from_sql(raw)?)),
-        oid::INT2 => out.push(Value::Int(t::int2_from_sql(raw)?.into())),
-        oid::INT4 => out.push(Value::Int(t::int4_from_sql(raw)?.into())),
-        oid::INT8 => out.push(Value::Int(t::int8_from_sql(raw)?)),
-        oid::OID => out.push(Value::Int(t::oid_from_sql(raw)?.into())),
-        oid::FLOAT4 => out.push(Value::Float(t::float4_from_sql(raw)?.into())),
-        oid::FLOAT8 => out.push(Value::Float(t::float8_from_sql(raw)?)),
-        oid::NUMERIC => out.push(numeric_from_sql(raw)?),
+        oid::BOOL => *slot = Value::Bool(t::bool_from_sql(raw)?),
+        oid::INT2 => *slot = Value::Int(t::int2_from_sql(raw)?.into()),
+        oid::INT4 => *slot = Value::Int(t::int4_from_sql(raw)?.into()),
+        oid::INT8 => *slot = Value::Int(t::int8_from_sql(raw)?),
+        oid::OID => *slot = Value::Int(t::oid_from_sql(raw)?.into()),
+        oid::FLOAT4 => *slot = Value::Float(t::float4_from_sql(raw)?.into()),
+        oid::FLOAT8 => *slot = Value::Float(t::float8_from_sql(raw)?),
+        oid::NUMERIC => *slot = numeric_from_sql(raw)?,
         oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::UNKNOWN | oid::CHAR => {
-            out.push(Value::Text(t::text_from_sql(raw)?.to_owned()));
+            *slot = Value::Text(t::text_from_sql(raw)?.to_owned());
         }
-        oid::BYTEA => out.push(Value::Bytes(t::bytea_from_sql(raw).to_vec())),
-        oid::DATE => out.push(Value::Date(NaiveDate::from_sql(ty, raw)?)),
-        oid::TIME => out.push(Value::Time(NaiveTime::from_sql(ty, raw)?)),
+        oid::BYTEA => *slot = Value::Bytes(t::bytea_from_sql(raw).to_vec()),
+        oid::DATE => *slot = Value::Date(NaiveDate::from_sql(ty, raw)?),
+        oid::TIME => *slot = Value::Time(NaiveTime::from_sql(ty, raw)?),
         oid::TIMETZ => {
             let mut buf = raw;
             let micros = read_i64(&mut buf)?;
@@ -835,28 +839,28 @@ fn push_from_sql(ty: &Type, raw: &[u8], out: &mut Vec<Value>) -> Result<(), BoxE
             let time = NaiveTime::MIN + chrono::Duration::microseconds(micros);
             // The wire format counts seconds west of UTC.
             let offset = FixedOffset::west_opt(zone).ok_or("invalid time zone offset")?;
-            out.push(Value::TimeTz(time, offset));
+            *slot = Value::TimeTz(time, offset);
         }
-        oid::TIMESTAMP => out.push(Value::DateTime(NaiveDateTime::from_sql(ty, raw)?)),
-        oid::TIMESTAMPTZ => out.push(Value::DateTimeTz(
-            DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset(),
-        )),
+        oid::TIMESTAMP => *slot = Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
+        oid::TIMESTAMPTZ => {
+            *slot = Value::DateTimeTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset())
+        }
         oid::INTERVAL => {
             let mut buf = raw;
             let microseconds = read_i64(&mut buf)?;
             let days = read_i32(&mut buf)?;
             let months = read_i32(&mut buf)?;
-            out.push(Value::Interval {
+            *slot = Value::Interval {
                 months,
                 days,
                 microseconds,
-            });
+            };
         }
-        oid::UUID => out.push(Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?))),
-        oid::JSON | oid::JSONB => out.push(Value::Json(serde_json::Value::from_sql(ty, raw)?)),
+        oid::UUID => *slot = Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?)),
+        oid::JSON | oid::JSONB => *slot = Value::Json(serde_json::Value::from_sql(ty, raw)?),
         _ => match ty.kind() {
-            Kind::Enum(_) => out.push(Value::Text(t::text_from_sql(raw)?.to_owned())),
-            Kind::Domain(base) => push_from_sql(base, raw, out)?,
+            Kind::Enum(_) => *slot = Value::Text(t::text_from_sql(raw)?.to_owned()),
+            Kind::Domain(base) => set_from_sql(base, raw, slot)?,
             Kind::Array(member) => {
                 let array = t::array_from_sql(raw)?;
                 // Collected one by one: the header's counts are not trusted for capacity
@@ -874,18 +878,22 @@ fn push_from_sql(ty: &Type, raw: &[u8], out: &mut Vec<Value>) -> Result<(), BoxE
                 while let Some(v) = values.next()? {
                     match v {
                         None => flat.push(Value::Null),
-                        Some(bytes) => push_from_sql(member, bytes, &mut flat)?,
+                        Some(bytes) => {
+                            let mut value = Value::Null;
+                            set_from_sql(member, bytes, &mut value)?;
+                            flat.push(value);
+                        }
                     }
                 }
                 let count = dims.iter().try_fold(1_usize, |n, &d| n.checked_mul(d));
                 if !dims.is_empty() && count != Some(flat.len()) {
                     return Err("array dimensions do not match its element count".into());
                 }
-                out.push(nest(flat, &dims));
+                *slot = nest(flat, &dims);
             }
             // Text-like extension types (citext) use the text format.
             _ if ty.name() == "citext" => {
-                out.push(Value::Text(t::text_from_sql(raw)?.to_owned()));
+                *slot = Value::Text(t::text_from_sql(raw)?.to_owned());
             }
             _ => {
                 return Err(format!(
