@@ -133,6 +133,13 @@ impl Connection {
         Ok(&mut self.handle.raw)
     }
 
+    /// Starts the outermost transaction on this connection with `sql` (see
+    /// `RawConnection::begin`).
+    pub(crate) async fn start_transaction(&mut self, sql: String) -> Result<()> {
+        let closing = self.closing();
+        guarded(&closing, async { self.raw().await?.begin(sql).await }).await
+    }
+
     /// Runs transaction control SQL on this connection.
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         let closing = self.closing();

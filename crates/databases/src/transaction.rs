@@ -152,7 +152,13 @@ impl<'c> Transaction<'c> {
         tx.level = level;
         tx.done = false;
         for sql in statements {
-            if let Err(e) = tx.connection_mut().control(sql).await {
+            let c = tx.connection_mut();
+            let sent = if level == 1 {
+                c.start_transaction(sql).await
+            } else {
+                c.control(sql).await
+            };
+            if let Err(e) = sent {
                 tx.done = true;
                 tx.connection_mut().handle.depth = level - 1;
                 return Err(e);

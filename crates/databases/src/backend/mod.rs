@@ -337,6 +337,20 @@ impl RawConnection {
         }
     }
 
+    /// Starts the outermost transaction with `sql` (`BEGIN ...`). SQLite queues it ahead of
+    /// the transaction's first statement instead of waiting for it (see
+    /// `SqliteConnection::begin`); the servers run it as [`RawConnection::control`].
+    pub(crate) async fn begin(&mut self, sql: String) -> Result<()> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(c) => c.begin(sql),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.control(sql).await,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.control(sql).await,
+        }
+    }
+
     /// Runs transaction control SQL (`BEGIN`, `SAVEPOINT sp_2`, ...).
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         match self {

@@ -288,6 +288,44 @@ struct Shared {
     /// overtakes queued work (such as the rollback of a dropped transaction).
     queued: AtomicUsize,
     interrupt: InterruptHandle,
+    /// Why the transaction's `BEGIN`, which is not waited for (see
+    /// [`SqliteConnection::begin`]), failed: kept, and reported by everything the transaction
+    /// runs, until the transaction ends (`COMMIT` or `ROLLBACK`) or the next `BEGIN`.
+    failed_begin: Mutex<Option<(ErrorKind, String)>>,
+}
+
+impl Shared {
+    /// The error for work of a transaction whose `BEGIN` failed, if it did.
+    fn failed_begin(&self) -> Option<Error> {
+        let failed = self.failed_begin.lock().ok()?;
+        failed
+            .as_ref()
+            .map(|(kind, why)| Error::new(*kind, format!("the transaction did not start: {why}")))
+    }
+
+    fn set_failed_begin(&self, failed: Option<(ErrorKind, String)>) {
+        if let Ok(mut slot) = self.failed_begin.lock() {
+            *slot = failed;
+        }
+    }
+}
+
+/// On a connection thread, the transaction-ending effect of control SQL on a `BEGIN` that
+/// failed: `COMMIT` reports it, `ROLLBACK` has nothing to undo, and either ends it; any other
+/// statement (a savepoint) reports it and leaves it.
+fn end_of_failed_begin(shared: &Shared, sql: &str) -> Option<Result<()>> {
+    let error = shared.failed_begin()?;
+    match sql {
+        "ROLLBACK" => {
+            shared.set_failed_begin(None);
+            Some(Ok(()))
+        }
+        "COMMIT" => {
+            shared.set_failed_begin(None);
+            Some(Err(error))
+        }
+        _ => Some(Err(error)),
+    }
 }
 
 thread_local! {
@@ -351,6 +389,7 @@ impl SqliteConnection {
                     read_only: AtomicBool::new(false),
                     queued: AtomicUsize::new(0),
                     interrupt: conn.get_interrupt_handle(),
+                    failed_begin: Mutex::new(None),
                 });
                 let conn = Arc::new(Mutex::new(conn));
                 SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
@@ -549,6 +588,10 @@ impl SqliteConnection {
         if self.shared.queued.load(Ordering::SeqCst) != 0 {
             return None;
         }
+        // A transaction whose BEGIN failed: the connection thread reports it.
+        if in_tx && self.shared.failed_begin().is_some() {
+            return None;
+        }
         if let Some(skips) = self.inline.slow_reads.get_mut(sql) {
             if *skips > 0 {
                 *skips -= 1;
@@ -658,15 +701,49 @@ impl SqliteConnection {
     }
 
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
-        self.call(move |conn| conn.execute_batch(&sql).map_err(map_error))
-            .await
+        let shared = self.shared.clone();
+        self.call(move |conn| {
+            if conn.is_autocommit()
+                && let Some(done) = end_of_failed_begin(&shared, &sql)
+            {
+                return done;
+            }
+            conn.execute_batch(&sql).map_err(map_error)
+        })
+        .await
+    }
+
+    /// Starts the outermost transaction without waiting: `sql` (`BEGIN IMMEDIATE`) is queued
+    /// ahead of the transaction's first statement, which saves a round trip to the connection
+    /// thread. If it fails, every statement of the transaction and its `COMMIT` report why
+    /// (a statement that belongs to a transaction never runs on a connection outside one),
+    /// and its `ROLLBACK` succeeds with nothing to undo.
+    pub(crate) fn begin(&mut self, sql: String) -> Result<()> {
+        let shared = self.shared.clone();
+        self.send(
+            Box::new(move |conn| {
+                let failed = conn
+                    .execute_batch(&sql)
+                    .map_err(map_error)
+                    .err()
+                    .map(|e| (e.kind(), format!("{sql} failed: {e}")));
+                shared.set_failed_begin(failed);
+            }),
+            false,
+            false,
+        )
+        .map(|_| ())
     }
 
     /// Queues `sql` to run after everything sent before it; its errors are ignored (a rollback
     /// of a transaction that SQLite already ended fails harmlessly).
     pub(crate) fn queue(&mut self, sql: String) -> bool {
+        let shared = self.shared.clone();
         self.send(
             Box::new(move |conn| {
+                if conn.is_autocommit() && end_of_failed_begin(&shared, &sql).is_some() {
+                    return;
+                }
                 let _ = conn.execute_batch(&sql);
             }),
             false,
@@ -745,10 +822,14 @@ impl futures_core::Stream for SqliteRows {
 /// running it would silently autocommit.
 fn check_transaction(conn: &rusqlite::Connection, in_transaction: bool) -> Result<()> {
     if in_transaction && conn.is_autocommit() {
-        Err(Error::transaction(
-            "the transaction was already rolled back by SQLite after an earlier error; \
-             roll it back and start a new one",
-        ))
+        // On the connection thread: the transaction's BEGIN may have failed.
+        let failed = SHARED.with(|s| s.borrow().as_ref().and_then(|s| s.failed_begin()));
+        Err(failed.unwrap_or_else(|| {
+            Error::transaction(
+                "the transaction was already rolled back by SQLite after an earlier error; \
+                 roll it back and start a new one",
+            )
+        }))
     } else {
         Ok(())
     }
@@ -1296,6 +1377,60 @@ mod tests {
             .unwrap();
         locker.join().unwrap();
         assert_eq!(conn.fetch(count, None).await.unwrap()[0][0], Value::Int(2));
+    }
+
+    #[tokio::test]
+    async fn a_begin_that_fails_fails_the_whole_transaction_and_nothing_runs_outside_it() {
+        use crate::{Database, params};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("begin.db");
+        let url = format!("sqlite:///{}?busy_timeout=0.05", path.display());
+        let db = Database::new(&url).unwrap();
+        db.connect().await.unwrap();
+        db.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
+        let count = async || -> i64 {
+            let n = db.fetch_val("SELECT count(*) FROM t", (), 0).await.unwrap();
+            n.unwrap()
+        };
+        let insert = "INSERT INTO t (x) VALUES (:x)";
+
+        // Another connection holds the write lock for longer than the busy timeout, so
+        // BEGIN IMMEDIATE fails; the transaction learns it at its first statement.
+        let locker = lock_for(&path, Duration::from_millis(600));
+        let mut tx = db.transaction().await.unwrap();
+        for x in 0..2 {
+            let e = tx.execute(insert, params! { "x" => x }).await.unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("the transaction did not start: BEGIN IMMEDIATE failed: "),
+                "{e}"
+            );
+        }
+        let e = tx.fetch_all("SELECT x FROM t", ()).await.unwrap_err();
+        assert!(e.to_string().contains("did not start"), "{e}");
+        // A nested transaction would start a transaction of its own with SAVEPOINT.
+        let e = tx.transaction().await.unwrap_err();
+        assert!(e.to_string().contains("did not start"), "{e}");
+        let e = tx.commit().await.unwrap_err();
+        assert!(e.to_string().contains("did not start"), "{e}");
+
+        // Rolled back: nothing to undo, and the connection goes on.
+        let tx = db.transaction().await.unwrap();
+        tx.rollback().await.unwrap();
+        // Dropped: the same.
+        let mut tx = db.transaction().await.unwrap();
+        assert!(tx.execute(insert, params! { "x" => 9 }).await.is_err());
+        drop(tx);
+        locker.join().unwrap();
+        assert_eq!(count().await, 0, "no statement ran outside its transaction");
+
+        // With the lock gone, transactions work again on the same connection.
+        let mut tx = db.transaction().await.unwrap();
+        tx.execute(insert, params! { "x" => 1 }).await.unwrap();
+        tx.commit().await.unwrap();
+        let tx = db.transaction().await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count().await, 1);
     }
 
     #[test]
