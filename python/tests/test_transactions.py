@@ -266,3 +266,51 @@ async def test_an_error_rolls_back_exactly_its_own_level(
         ids = [r[0] for r in await database.fetch_all("SELECT id FROM tx_notes ORDER BY id")]
         assert ids == expected
         assert await database.fetch_val("SELECT 1") == 1
+
+
+@pytest.mark.asyncio
+async def test_sqlite_begin_that_times_out_fails_its_transaction(tmp_path: typing.Any) -> None:
+    """SQLite sends BEGIN with the transaction's first statement. When another writer holds
+    the lock past the busy timeout, that statement raises, no statement of the transaction
+    runs outside it, and the connection works once the lock is gone."""
+    import subprocess
+    import sys
+
+    from databases import OperationalError
+
+    path = tmp_path / "locked.db"
+    # The lock is held by another process: two copies of SQLite in one process (Python's
+    # sqlite3 and ours) do not see each other's locks.
+    holder = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+        "c.execute('COMMIT')\n"
+    )
+    async with Database(f"sqlite:///{path}?busy_timeout=0.05") as database:
+        await database.execute("CREATE TABLE t (x INTEGER)")
+        other = subprocess.Popen(
+            [sys.executable, "-c", holder, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert other.stdout is not None and other.stdout.readline() == "locked\n"
+            with pytest.raises(OperationalError, match="the transaction did not start: BEGIN"):
+                async with database.transaction():
+                    await database.execute("INSERT INTO t (x) VALUES (1)")
+            tx = await database.transaction()
+            for x in (2, 3):
+                with pytest.raises(OperationalError, match="did not start"):
+                    await database.execute("INSERT INTO t (x) VALUES (:x)", {"x": x})
+            await tx.rollback()
+        finally:
+            other.communicate(timeout=10)
+        assert other.returncode == 0
+        assert await database.fetch_val("SELECT count(*) FROM t") == 0
+        async with database.transaction():
+            await database.execute("INSERT INTO t (x) VALUES (4)")
+        assert await database.fetch_val("SELECT count(*) FROM t") == 1

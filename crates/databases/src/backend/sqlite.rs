@@ -291,19 +291,34 @@ struct Shared {
     /// Why the transaction's `BEGIN`, which is not waited for (see
     /// [`SqliteConnection::begin`]), failed: kept, and reported by everything the transaction
     /// runs, until the transaction ends (`COMMIT` or `ROLLBACK`) or the next `BEGIN`.
-    failed_begin: Mutex<Option<(ErrorKind, String)>>,
+    failed_begin: Mutex<Option<FailedBegin>>,
+}
+
+/// A `BEGIN` that failed: enough of its error to report it again, as often as asked.
+struct FailedBegin {
+    kind: ErrorKind,
+    message: String,
+    /// SQLite's result code and message, which decide the Python exception class.
+    db: Option<(String, String)>,
 }
 
 impl Shared {
     /// The error for work of a transaction whose `BEGIN` failed, if it did.
     fn failed_begin(&self) -> Option<Error> {
         let failed = self.failed_begin.lock().ok()?;
-        failed
-            .as_ref()
-            .map(|(kind, why)| Error::new(*kind, format!("the transaction did not start: {why}")))
+        failed.as_ref().map(|f| {
+            let e = Error::new(
+                f.kind,
+                format!("the transaction did not start: {}", f.message),
+            );
+            match &f.db {
+                Some((code, message)) => e.with_db(code.clone(), message.clone()),
+                None => e,
+            }
+        })
     }
 
-    fn set_failed_begin(&self, failed: Option<(ErrorKind, String)>) {
+    fn set_failed_begin(&self, failed: Option<FailedBegin>) {
         if let Ok(mut slot) = self.failed_begin.lock() {
             *slot = failed;
         }
@@ -722,11 +737,17 @@ impl SqliteConnection {
         let shared = self.shared.clone();
         self.send(
             Box::new(move |conn| {
-                let failed = conn
-                    .execute_batch(&sql)
-                    .map_err(map_error)
-                    .err()
-                    .map(|e| (e.kind(), format!("{sql} failed: {e}")));
+                let failed =
+                    conn.execute_batch(&sql)
+                        .map_err(map_error)
+                        .err()
+                        .map(|e| FailedBegin {
+                            kind: e.kind(),
+                            message: format!("{sql} failed: {e}"),
+                            db: e.code().map(|code| {
+                                (code.to_owned(), e.db_message().unwrap_or("").to_owned())
+                            }),
+                        });
                 shared.set_failed_begin(failed);
             }),
             false,
@@ -1405,6 +1426,8 @@ mod tests {
                     .starts_with("the transaction did not start: BEGIN IMMEDIATE failed: "),
                 "{e}"
             );
+            // SQLite's code stays (SQLITE_BUSY, 5): it picks the Python exception class.
+            assert_eq!(e.code(), Some("5"), "{e}");
         }
         let e = tx.fetch_all("SELECT x FROM t", ()).await.unwrap_err();
         assert!(e.to_string().contains("did not start"), "{e}");
