@@ -496,15 +496,26 @@ impl SqliteConnection {
         F: FnOnce(&mut rusqlite::Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.call_then_drop(move |conn| (f(conn), ())).await
+    }
+
+    /// Like [`SqliteConnection::call`], for work that also returns what it no longer needs:
+    /// that is dropped on the connection thread after the reply, while the caller goes on.
+    async fn call_then_drop<R, G, F>(&mut self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> (Result<R>, G) + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let shared = self.shared.clone();
         let id = self.send(
             Box::new(move |conn| {
                 // The caller went away before the work started: skip it.
-                let result = (!tx.is_closed()).then(|| f(conn));
+                let done = (!tx.is_closed()).then(|| f(conn));
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
-                if let Some(result) = result {
+                if let Some((result, garbage)) = done {
                     let _ = tx.send(result);
+                    drop(garbage);
                 }
             }),
             true,
@@ -541,35 +552,9 @@ impl SqliteConnection {
             .map(|(i, row)| to_sqlite_values(row, &query.names, Some(i)))
             .collect::<Result<Vec<_>>>()?;
         let (sql, in_tx) = (query.sql, query.in_transaction);
-        self.call(move |conn| {
-            check_transaction(conn, in_tx)?;
-            // One savepoint around the batch: all rows or none, and one sync to disk.
-            conn.execute_batch("SAVEPOINT databases_execute_many")
-                .map_err(map_error)?;
-            let run = || -> Result<u64> {
-                let mut stmt = conn.prepare_cached(&sql).map_err(map_error)?;
-                let mut total = 0;
-                for values in &rows {
-                    bind(&mut stmt, values)?;
-                    total += step_to_end(conn, &mut stmt)?.rows_affected;
-                }
-                Ok(total)
-            };
-            match run() {
-                Ok(total) => {
-                    conn.execute_batch("RELEASE databases_execute_many")
-                        .map_err(map_error)?;
-                    Ok(total)
-                }
-                Err(e) => {
-                    let _ = conn.execute_batch(
-                        "ROLLBACK TO databases_execute_many; RELEASE databases_execute_many",
-                    );
-                    Err(e)
-                }
-            }
-        })
-        .await
+        // The rows are freed after the reply (5,000 rows take a while to free).
+        self.call_then_drop(move |conn| (insert_rows(conn, &sql, in_tx, &rows), rows))
+            .await
     }
 
     pub(crate) async fn fetch(
@@ -841,6 +826,41 @@ impl futures_core::Stream for SqliteRows {
 /// Refuses to run a statement meant for a transaction that SQLite has already ended (SQLite
 /// rolls back by itself after some errors, such as an interrupted write or a full disk):
 /// running it would silently autocommit.
+/// The work of `execute_many`: every row through one prepared statement, inside one
+/// savepoint (all rows or none, and one sync to disk).
+fn insert_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    in_tx: bool,
+    rows: &[Vec<SqlValue>],
+) -> Result<u64> {
+    check_transaction(conn, in_tx)?;
+    conn.execute_batch("SAVEPOINT databases_execute_many")
+        .map_err(map_error)?;
+    let run = || -> Result<u64> {
+        let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+        let mut total = 0;
+        for values in rows {
+            bind(&mut stmt, values)?;
+            total += step_to_end(conn, &mut stmt)?.rows_affected;
+        }
+        Ok(total)
+    };
+    match run() {
+        Ok(total) => {
+            conn.execute_batch("RELEASE databases_execute_many")
+                .map_err(map_error)?;
+            Ok(total)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch(
+                "ROLLBACK TO databases_execute_many; RELEASE databases_execute_many",
+            );
+            Err(e)
+        }
+    }
+}
+
 fn check_transaction(conn: &rusqlite::Connection, in_transaction: bool) -> Result<()> {
     if in_transaction && conn.is_autocommit() {
         // On the connection thread: the transaction's BEGIN may have failed.
