@@ -165,21 +165,28 @@ impl Rows {
         self.rows == 0
     }
 
-    /// Adds a row: `fill` appends its values in column order. When `fill` fails, the
-    /// partial row is removed and the error returned.
+    /// Adds a row: `fill` appends its values in column order. When `fill` fails, or appends
+    /// a value count other than the column count, the partial row is removed and an error
+    /// returned.
     pub(crate) fn push(&mut self, fill: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
         let before = self.values.len();
-        if let Err(e) = fill(&mut self.values) {
+        let filled = fill(&mut self.values).and_then(|()| {
+            let count = self.values.len() - before;
+            if count == self.columns.len() {
+                Ok(())
+            } else {
+                Err(Error::decode(format!(
+                    "the database sent a row of {count} value(s) for {} column(s)",
+                    self.columns.len()
+                )))
+            }
+        });
+        if filled.is_err() {
             self.values.truncate(before);
-            return Err(e);
+        } else {
+            self.rows += 1;
         }
-        assert_eq!(
-            self.values.len() - before,
-            self.columns.len(),
-            "a row must have one value per column"
-        );
-        self.rows += 1;
-        Ok(())
+        filled
     }
 
     /// The records, in the order their rows were pushed; they share one block.
@@ -516,13 +523,23 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "a row must have one value per column")]
-    fn a_short_row_is_refused() {
+    fn a_row_of_the_wrong_width_is_refused() {
         let mut rows = Rows::new(two_columns());
-        let _ = rows.push(|v| {
-            v.push(Value::Int(1));
-            Ok(())
-        });
+        for width in [1, 3] {
+            let e = rows
+                .push(|v| {
+                    v.extend((0..width).map(Value::Int));
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Decode);
+            assert_eq!(
+                e.to_string(),
+                format!("the database sent a row of {width} value(s) for 2 column(s)")
+            );
+        }
+        assert!(rows.is_empty());
+        assert!(rows.into_records().is_empty());
     }
 
     #[test]
