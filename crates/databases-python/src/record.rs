@@ -37,7 +37,10 @@ pub(crate) struct Meta {
 #[pyclass(frozen, mapping, module = "databases", name = "Record")]
 pub(crate) struct Record {
     raw: databases::Record,
-    cache: Box<[PyOnceLock<Py<PyAny>>]>,
+    /// The converted values, shared by the records of one list: this record's are
+    /// `cache[at..at + len]`.
+    cache: Arc<[PyOnceLock<Py<PyAny>>]>,
+    at: usize,
     meta: Arc<Meta>,
 }
 
@@ -120,23 +123,39 @@ impl<'py> Builder<'py> {
 
     /// Wraps one core record; its values are converted when read.
     pub(crate) fn record(&mut self, record: databases::Record) -> PyResult<Bound<'py, Record>> {
-        let meta = self.meta_for(record.column_list())?;
         let cache = (0..record.len()).map(|_| PyOnceLock::new()).collect();
+        self.wrap(record, &cache, 0)
+    }
+
+    fn wrap(
+        &mut self,
+        raw: databases::Record,
+        cache: &Arc<[PyOnceLock<Py<PyAny>>]>,
+        at: usize,
+    ) -> PyResult<Bound<'py, Record>> {
+        let meta = self.meta_for(raw.column_list())?;
         Bound::new(
             self.py,
             Record {
-                raw: record,
-                cache,
+                raw,
+                cache: cache.clone(),
+                at,
                 meta,
             },
         )
     }
 
-    /// Converts all the records of a result into a list.
+    /// Converts all the records of a result into a list. Their converted values share one
+    /// block, as their core values do: one allocation per list, not per row.
     pub(crate) fn list(&mut self, records: Vec<databases::Record>) -> PyResult<Bound<'py, PyList>> {
+        let slots = records.iter().map(databases::Record::len).sum();
+        let cache: Arc<[PyOnceLock<Py<PyAny>>]> = (0..slots).map(|_| PyOnceLock::new()).collect();
         let list = PyList::empty(self.py);
+        let mut at = 0;
         for r in records {
-            list.append(self.record(r)?)?;
+            let width = r.len();
+            list.append(self.wrap(r, &cache, at)?)?;
+            at += width;
         }
         Ok(list)
     }
@@ -145,7 +164,13 @@ impl<'py> Builder<'py> {
 impl Record {
     /// The Python value of column `i` (made on first use, then kept).
     fn value<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
-        let cached = self.cache[i].get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        // The shared cache holds other records' values past this one's.
+        if i >= self.raw.len() {
+            return Err(PyIndexError::new_err(format!(
+                "record index {i} out of range"
+            )));
+        }
+        let cached = self.cache[self.at + i].get_or_try_init(py, || -> PyResult<Py<PyAny>> {
             let value = match &self.raw.values()[i] {
                 databases::Value::Time(t) if self.meta.time_as_delta => {
                     databases::Value::Interval {
