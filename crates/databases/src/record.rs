@@ -101,10 +101,10 @@ impl ColumnIndex for &String {
 
 /// One row of a result.
 ///
-/// The rows of one result share a single block of values: reading 10,000 rows allocates one
-/// block, not 10,000 vectors, and cloning a record only counts a reference. Holding any row
-/// of a result therefore keeps the values of all its rows; [`Record::into_values`] copies a
-/// row out when only that row should stay.
+/// The rows of a result share blocks of values, 256 rows to a block: reading 10,000 rows
+/// allocates 40 blocks, not 10,000 vectors, and cloning a record only counts a reference.
+/// Holding a row therefore keeps the values of the other rows of its block;
+/// [`Record::into_values`] copies a row out when only that row should stay.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -134,13 +134,25 @@ struct Block {
     values: Vec<Value>,
 }
 
-/// Collects the rows of one result into one block, then hands out its records.
+/// Rows per block: a result's values are stored in blocks of this many rows.
+pub(crate) const BLOCK_ROWS: usize = 256;
+
+/// Collects the rows of one result into blocks of [`BLOCK_ROWS`] rows, then hands out its
+/// records.
 ///
 /// A row is pushed by [`Rows::push`], whose closure appends exactly one value per column.
+/// Blocks of a fixed size spare a large result the copies of one ever-growing vector, and a
+/// record kept alone keeps at most its block's rows.
 pub(crate) struct Rows {
     columns: Arc<Columns>,
+    /// The values of the block being filled.
     values: Vec<Value>,
+    /// The rows in `values`.
     rows: usize,
+    /// The records of the blocks already full.
+    done: Vec<Record>,
+    /// The capacity of a full block, known once the first one is full.
+    block_values: usize,
 }
 
 impl Rows {
@@ -150,25 +162,31 @@ impl Rows {
             columns,
             values: Vec::new(),
             rows: 0,
+            done: Vec::new(),
+            block_values: 0,
         }
     }
 
     /// The number of rows pushed.
     pub(crate) fn len(&self) -> usize {
-        self.rows
+        self.done.len() + self.rows
     }
 
     /// True before the first row.
     // Only the chunked streams (SQLite, MySQL) use it.
     #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
     pub(crate) fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.len() == 0
     }
 
     /// Adds a row: `fill` appends its values in column order. When `fill` fails, or appends
     /// a value count other than the column count, the partial row is removed and an error
     /// returned.
     pub(crate) fn push(&mut self, fill: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
+        if self.values.capacity() == 0 {
+            // A new block after a full one: sized like it, once.
+            self.values.reserve_exact(self.block_values);
+        }
         let before = self.values.len();
         let filled = fill(&mut self.values).and_then(|()| {
             let count = self.values.len() - before;
@@ -185,37 +203,44 @@ impl Rows {
             self.values.truncate(before);
         } else {
             self.rows += 1;
+            if self.rows == BLOCK_ROWS {
+                self.block_values = self.values.len();
+                self.seal();
+            }
         }
         filled
     }
 
-    /// The records, in the order their rows were pushed; they share one block.
-    pub(crate) fn into_records(self) -> Vec<Record> {
+    /// Ends the block being filled: its records join `done`.
+    fn seal(&mut self) {
+        if self.rows == 0 {
+            return;
+        }
         let width = self.columns.len();
         let block = Arc::new(Block {
-            columns: self.columns,
-            values: self.values,
+            columns: self.columns.clone(),
+            values: std::mem::take(&mut self.values),
         });
-        (0..self.rows)
-            .map(|i| Record {
-                block: block.clone(),
-                start: i * width,
-            })
-            .collect()
+        self.done.extend((0..self.rows).map(|i| Record {
+            block: block.clone(),
+            start: i * width,
+        }));
+        self.rows = 0;
+    }
+
+    /// The records, in the order their rows were pushed.
+    pub(crate) fn into_records(mut self) -> Vec<Record> {
+        self.seal();
+        self.done
     }
 
     /// Takes the records collected so far and leaves an empty result with the same columns
-    /// and room for as many values (for results handed out in chunks).
+    /// (for results handed out in chunks).
     // Only the chunked streams (SQLite, MySQL) use it.
     #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
     pub(crate) fn take(&mut self) -> Vec<Record> {
-        let room = Vec::with_capacity(self.values.capacity());
-        let full = Self {
-            columns: self.columns.clone(),
-            values: std::mem::replace(&mut self.values, room),
-            rows: std::mem::take(&mut self.rows),
-        };
-        full.into_records()
+        self.seal();
+        std::mem::take(&mut self.done)
     }
 }
 
@@ -437,6 +462,30 @@ mod tests {
             Record::new(two_columns(), vec![Value::Int(2), Value::Text("n2".into())])
         );
         assert_ne!(records[0], records[1]);
+    }
+
+    #[test]
+    fn large_results_use_blocks_of_256_rows() {
+        let mut rows = Rows::new(two_columns());
+        for i in 0..600 {
+            rows.push(|v| {
+                v.extend([Value::Int(i), Value::Text(format!("n{i}"))]);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(rows.len(), usize::try_from(i + 1).unwrap());
+        }
+        let records = rows.into_records();
+        assert_eq!(records.len(), 600);
+        for (i, r) in (0..).zip(&records) {
+            assert_eq!(r.values(), [Value::Int(i), Value::Text(format!("n{i}"))]);
+        }
+        let same = |a: usize, b: usize| Arc::ptr_eq(&records[a].block, &records[b].block);
+        assert!(same(0, 255) && same(256, 511) && same(512, 599));
+        assert!(!same(255, 256) && !same(511, 512));
+        // Full blocks after the first are allocated at their exact size.
+        assert_eq!(records[256].block.values.capacity(), 2 * BLOCK_ROWS);
+        assert_eq!(records[512].block.values.len(), 2 * 88);
     }
 
     #[test]
