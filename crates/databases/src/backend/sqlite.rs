@@ -823,9 +823,6 @@ impl futures_core::Stream for SqliteRows {
     }
 }
 
-/// Refuses to run a statement meant for a transaction that SQLite has already ended (SQLite
-/// rolls back by itself after some errors, such as an interrupted write or a full disk):
-/// running it would silently autocommit.
 /// The work of `execute_many`: every row through one prepared statement, inside one
 /// savepoint (all rows or none, and one sync to disk).
 fn insert_rows(
@@ -861,6 +858,10 @@ fn insert_rows(
     }
 }
 
+/// Refuses to run a statement meant for a transaction that SQLite has already ended (SQLite
+/// rolls back by itself after some errors, such as an interrupted write or a full disk), or
+/// that never started (its queued `BEGIN` failed, whose error is then the one returned):
+/// running it would silently autocommit.
 fn check_transaction(conn: &rusqlite::Connection, in_transaction: bool) -> Result<()> {
     if in_transaction && conn.is_autocommit() {
         // On the connection thread: the transaction's BEGIN may have failed.
