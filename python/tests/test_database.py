@@ -254,3 +254,26 @@ async def test_database_url_options_and_keywords(database_url: str) -> None:
         assert await database.fetch_val("SELECT 2") == 2
     with pytest.raises(InterfaceError, match="bogus"):
         Database(database_url, bogus=1)
+
+
+@pytest.mark.asyncio
+async def test_large_results_keep_every_row(database_url: str) -> None:
+    """Rows are stored in blocks of 256, core values and Python conversions alike: a result
+    spanning several blocks keeps every row in order, and a row kept alone stays right."""
+    query = (
+        "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 600) "
+        "SELECT n, n * 2 AS d, 'row ' || CAST(n AS CHAR(10)) AS label FROM s"
+    )
+    if database_url.startswith("mysql"):
+        query = query.replace("'row ' || CAST(n AS CHAR(10))", "CONCAT('row ', n)")
+    async with Database(database_url) as database:
+        rows = await database.fetch_all(query)
+        assert [(r["n"], r[1], r.label) for r in rows] == [
+            (i, 2 * i, f"row {i}") for i in range(1, 601)
+        ]
+        kept = rows[300]
+        del rows
+        assert (kept["n"], kept["d"], kept["label"]) == (301, 602, "row 301")
+        assert dict(kept) == {"n": 301, "d": 602, "label": "row 301"}
+        seen = [r["n"] async for r in database.iterate(query)]
+        assert seen == list(range(1, 601))

@@ -66,6 +66,10 @@ impl<'py> Spec<'py> {
     }
 }
 
+/// Rows per block of conversion slots in a list of records (the core's blocks hold 256 rows
+/// too).
+const CACHE_ROWS: usize = 256;
+
 /// Builds the Python records of a result in one pass.
 pub(crate) struct Builder<'py> {
     py: Python<'py>,
@@ -145,17 +149,23 @@ impl<'py> Builder<'py> {
         )
     }
 
-    /// Converts all the records of a result into a list. Their converted values share one
-    /// block, as their core values do: one allocation per list, not per row.
+    /// Converts all the records of a result into a list. Their converted values share
+    /// blocks of [`CACHE_ROWS`] rows, as their core values do: one allocation per block, not
+    /// per row, and a record kept alone keeps at most its block's converted values.
     pub(crate) fn list(&mut self, records: Vec<databases::Record>) -> PyResult<Bound<'py, PyList>> {
-        let slots = records.iter().map(databases::Record::len).sum();
-        let cache: Arc<[PyOnceLock<Py<PyAny>>]> = (0..slots).map(|_| PyOnceLock::new()).collect();
         let list = PyList::empty(self.py);
-        let mut at = 0;
-        for r in records {
-            let width = r.len();
-            list.append(self.wrap(r, &cache, at)?)?;
-            at += width;
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let block: Vec<databases::Record> = records.by_ref().take(CACHE_ROWS).collect();
+            let slots = block.iter().map(databases::Record::len).sum();
+            let cache: Arc<[PyOnceLock<Py<PyAny>>]> =
+                (0..slots).map(|_| PyOnceLock::new()).collect();
+            let mut at = 0;
+            for r in block {
+                let width = r.len();
+                list.append(self.wrap(r, &cache, at)?)?;
+                at += width;
+            }
         }
         Ok(list)
     }
