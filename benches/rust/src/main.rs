@@ -79,6 +79,20 @@ struct Sizes {
     concurrent_each: usize,
 }
 
+/// Runs `task(t)` for each of the `TASKS` concurrent tasks, each spawned on the runtime, and
+/// waits for them all.
+async fn in_tasks<F, Fut>(task: F) -> Res
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Res> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..TASKS).map(|t| tokio::spawn(task(t))).collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
 fn sizes(backend: Backend) -> Sizes {
     match backend {
         Backend::Sqlite => Sizes {
@@ -202,26 +216,20 @@ async fn ours(db: &Database, s: Sizes) -> Res<[Duration; 5]> {
         Ok(())
     })
     .await?;
-    let concurrent = best(|| async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let db = db.clone();
-                tokio::spawn(async move {
-                    for i in 0..s.concurrent_each {
-                        let row = db
-                            .fetch_one(one, params! { "id" => key(t * 1000 + i) })
-                            .await?
-                            .ok_or("no row")?;
-                        let _: i64 = row.get(0)?;
-                    }
-                    Ok::<_, BoxError>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        Ok(())
+    let concurrent = best(|| {
+        in_tasks(|t| {
+            let db = db.clone();
+            async move {
+                for i in 0..s.concurrent_each {
+                    let row = db
+                        .fetch_one(one, params! { "id" => key(t * 1000 + i) })
+                        .await?
+                        .ok_or("no row")?;
+                    let _: i64 = row.get(0)?;
+                }
+                Ok::<_, BoxError>(())
+            }
+        })
     })
     .await?;
     Ok([sequential, fetch, many, transactions, concurrent])
@@ -307,49 +315,37 @@ async fn raw_postgres(url: &DatabaseUrl, s: Sizes) -> Res<([Duration; 5], Durati
             .await?;
         clients.push(Arc::new((c, stmt)));
     }
-    let concurrent = best(|| async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let pair = clients[t % clients.len()].clone();
-                tokio::spawn(async move {
-                    for i in 0..s.concurrent_each {
-                        let id = i32::try_from(key(t * 1000 + i))?;
-                        let row = pair.0.query_one(&pair.1, &[&id]).await?;
-                        let _: i32 = row.get(0);
-                    }
-                    Ok::<_, BoxError>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        Ok(())
+    let concurrent = best(|| {
+        in_tasks(|t| {
+            let pair = clients[t % clients.len()].clone();
+            async move {
+                for i in 0..s.concurrent_each {
+                    let id = i32::try_from(key(t * 1000 + i))?;
+                    let row = pair.0.query_one(&pair.1, &[&id]).await?;
+                    let _: i32 = row.get(0);
+                }
+                Ok::<_, BoxError>(())
+            }
+        })
     })
     .await?;
     let free = Arc::new(tokio::sync::Mutex::new(clients));
     let permits = Arc::new(tokio::sync::Semaphore::new(usize::try_from(POOL)?));
-    let checked_out = best(|| async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let (free, permits) = (free.clone(), permits.clone());
-                tokio::spawn(async move {
-                    for i in 0..s.concurrent_each {
-                        let id = i32::try_from(key(t * 1000 + i))?;
-                        let _permit = permits.acquire().await?;
-                        let pair = free.lock().await.pop().ok_or("no free client")?;
-                        let row = pair.0.query_one(&pair.1, &[&id]).await;
-                        free.lock().await.push(pair);
-                        let _: i32 = row?.get(0);
-                    }
-                    Ok::<_, BoxError>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        Ok(())
+    let checked_out = best(|| {
+        in_tasks(|t| {
+            let (free, permits) = (free.clone(), permits.clone());
+            async move {
+                for i in 0..s.concurrent_each {
+                    let id = i32::try_from(key(t * 1000 + i))?;
+                    let _permit = permits.acquire().await?;
+                    let pair = free.lock().await.pop().ok_or("no free client")?;
+                    let row = pair.0.query_one(&pair.1, &[&id]).await;
+                    free.lock().await.push(pair);
+                    let _: i32 = row?.get(0);
+                }
+                Ok::<_, BoxError>(())
+            }
+        })
     })
     .await?;
     Ok((
@@ -440,27 +436,21 @@ async fn raw_mysql(url: &DatabaseUrl, s: Sizes) -> Res<[Duration; 5]> {
                 .with_constraints(mysql_async::PoolConstraints::new(1, 10).unwrap()),
         ),
     );
-    let concurrent = best(|| async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    for i in 0..s.concurrent_each {
-                        let mut conn = pool.get_conn().await?;
-                        let row: mysql_async::Row = conn
-                            .exec_first(one, (key(t * 1000 + i),))
-                            .await?
-                            .ok_or("no row")?;
-                        let _ = row.unwrap();
-                    }
-                    Ok::<_, BoxError>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        Ok(())
+    let concurrent = best(|| {
+        in_tasks(|t| {
+            let pool = pool.clone();
+            async move {
+                for i in 0..s.concurrent_each {
+                    let mut conn = pool.get_conn().await?;
+                    let row: mysql_async::Row = conn
+                        .exec_first(one, (key(t * 1000 + i),))
+                        .await?
+                        .ok_or("no row")?;
+                    let _ = row.unwrap();
+                }
+                Ok::<_, BoxError>(())
+            }
+        })
     })
     .await?;
     pool.disconnect().await?;
@@ -552,30 +542,24 @@ async fn raw_sqlite(path: &str, s: Sizes) -> Res<[Duration; 5]> {
     let pool: Vec<_> = (0..POOL)
         .map(|_| open().map(|c| Arc::new(Mutex::new(c))))
         .collect::<Res<_>>()?;
-    let concurrent = best(|| async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let conn = pool[t % pool.len()].clone();
-                tokio::spawn(async move {
-                    for i in 0..s.concurrent_each {
-                        let conn = conn.clone();
-                        tokio::task::spawn_blocking(move || -> Res {
-                            Ok(conn
-                                .lock()
-                                .unwrap()
-                                .prepare_cached(one)?
-                                .query_row([key(t * 1000 + i)], read)?)
-                        })
-                        .await??;
-                    }
-                    Ok::<_, BoxError>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        Ok(())
+    let concurrent = best(|| {
+        in_tasks(|t| {
+            let conn = pool[t % pool.len()].clone();
+            async move {
+                for i in 0..s.concurrent_each {
+                    let conn = conn.clone();
+                    tokio::task::spawn_blocking(move || -> Res {
+                        Ok(conn
+                            .lock()
+                            .unwrap()
+                            .prepare_cached(one)?
+                            .query_row([key(t * 1000 + i)], read)?)
+                    })
+                    .await??;
+                }
+                Ok::<_, BoxError>(())
+            }
+        })
     })
     .await?;
     Ok([sequential, fetch, many, transactions, concurrent])
