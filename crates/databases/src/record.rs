@@ -437,15 +437,20 @@ mod tests {
         Arc::new(Columns::new(vec!["id".into(), "name".into()]))
     }
 
+    /// Pushes a row that must be accepted.
+    fn push_row<const N: usize>(rows: &mut Rows, values: [Value; N]) {
+        rows.push(|v| {
+            v.extend(values);
+            Ok(())
+        })
+        .unwrap();
+    }
+
     #[test]
     fn rows_share_one_block_and_keep_their_order() {
         let mut rows = Rows::new(two_columns());
         for i in 0..3 {
-            rows.push(|v| {
-                v.extend([Value::Int(i), Value::Text(format!("n{i}"))]);
-                Ok(())
-            })
-            .unwrap();
+            push_row(&mut rows, [Value::Int(i), Value::Text(format!("n{i}"))]);
         }
         assert_eq!(rows.len(), 3);
         let records = rows.into_records();
@@ -468,11 +473,7 @@ mod tests {
     fn large_results_use_blocks_of_256_rows() {
         let mut rows = Rows::new(two_columns());
         for i in 0..600 {
-            rows.push(|v| {
-                v.extend([Value::Int(i), Value::Text(format!("n{i}"))]);
-                Ok(())
-            })
-            .unwrap();
+            push_row(&mut rows, [Value::Int(i), Value::Text(format!("n{i}"))]);
             assert_eq!(rows.len(), usize::try_from(i + 1).unwrap());
         }
         let records = rows.into_records();
@@ -492,11 +493,7 @@ mod tests {
     fn into_values_copies_only_a_shared_row() {
         let mut rows = Rows::new(two_columns());
         for i in 0..2 {
-            rows.push(|v| {
-                v.extend([Value::Int(i), Value::Null]);
-                Ok(())
-            })
-            .unwrap();
+            push_row(&mut rows, [Value::Int(i), Value::Null]);
         }
         let mut records = rows.into_records();
         let second = records.pop().unwrap();
@@ -525,11 +522,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), "bad second column");
         assert!(rows.is_empty());
-        rows.push(|v| {
-            v.extend([Value::Int(2), Value::Int(3)]);
-            Ok(())
-        })
-        .unwrap();
+        push_row(&mut rows, [Value::Int(2), Value::Int(3)]);
         let records = rows.into_records();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].values(), [Value::Int(2), Value::Int(3)]);
@@ -539,11 +532,7 @@ mod tests {
     fn chunks_are_taken_and_the_rest_goes_on() {
         let mut rows = Rows::new(two_columns());
         let push = |rows: &mut Rows, i: i64| {
-            rows.push(|v| {
-                v.extend([Value::Int(i), Value::Int(-i)]);
-                Ok(())
-            })
-            .unwrap();
+            push_row(rows, [Value::Int(i), Value::Int(-i)]);
         };
         push(&mut rows, 1);
         push(&mut rows, 2);
