@@ -189,7 +189,7 @@ impl Connection {
                 let names: std::sync::Arc<[String]> =
                     (1..=values.len()).map(|i| i.to_string()).collect();
                 for (name, value) in names.iter().zip(&values) {
-                    crate::params::check_nesting(name, value)?;
+                    crate::params::check_nesting(name, value, None)?;
                 }
                 Ok(BoundQuery {
                     sql: sql.into(),
@@ -229,9 +229,11 @@ impl Connection {
         params: impl IntoIterator<Item = P>,
     ) -> Result<u64> {
         let query = self.rewrite(sql);
+        // Each backend binds the rows where it sends them (SQLite straight from these maps,
+        // on its connection thread).
         let rows = params
             .into_iter()
-            .map(|p| p.into_params()?.into_bound(&query.names))
+            .map(IntoParams::into_params)
             .collect::<Result<Vec<_>>>()?;
         if rows.is_empty() {
             return Ok(0);

@@ -243,6 +243,11 @@ impl NamedParams {
         Self(Vec::new())
     }
 
+    /// No parameters, with room for `capacity` values.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
     /// Adds or replaces one value.
     pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
         let name = match name.into() {
@@ -291,13 +296,26 @@ impl NamedParams {
     pub fn bind(&self, names: &[String]) -> Result<Vec<Value>> {
         names
             .iter()
-            .map(|name| self.get(name).cloned().ok_or_else(|| self.missing(name)))
+            .map(|name| {
+                self.get(name)
+                    .cloned()
+                    .ok_or_else(|| self.missing(name, None))
+            })
             .collect()
     }
 
     /// Like [`NamedParams::bind`], moving the values out instead of copying them (a name used
     /// twice is copied once).
-    pub fn into_bound(mut self, names: &[String]) -> Result<Vec<Value>> {
+    pub fn into_bound(self, names: &[String]) -> Result<Vec<Value>> {
+        self.into_bound_row(names, None)
+    }
+
+    /// [`NamedParams::into_bound`] for row `row` of an `execute_many`, which errors name.
+    pub(crate) fn into_bound_row(
+        mut self,
+        names: &[String],
+        row: Option<usize>,
+    ) -> Result<Vec<Value>> {
         let mut out: Vec<Value> = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let value = match names[..i].iter().position(|n| n == name) {
@@ -305,10 +323,10 @@ impl NamedParams {
                 Some(first) => out[first].clone(),
                 None => match self.0.iter_mut().find(|(n, _)| n == name) {
                     Some((_, v)) => {
-                        check_nesting(name, v)?;
+                        check_nesting(name, v, row)?;
                         std::mem::take(v)
                     }
-                    None => return Err(self.missing(name)),
+                    None => return Err(self.missing(name, row)),
                 },
             };
             out.push(value);
@@ -316,7 +334,16 @@ impl NamedParams {
         Ok(out)
     }
 
-    fn missing(&self, name: &str) -> Error {
+    /// The value bound to the placeholder `name` in row `row` of an `execute_many`, checked
+    /// as [`NamedParams::into_bound`] checks it, without moving or copying it.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn value_for(&self, name: &str, row: Option<usize>) -> Result<&Value> {
+        let value = self.get(name).ok_or_else(|| self.missing(name, row))?;
+        check_nesting(name, value, row)?;
+        Ok(value)
+    }
+
+    fn missing(&self, name: &str, row: Option<usize>) -> Error {
         let mut given: Vec<&str> = self.0.iter().map(|(n, _)| n.as_ref()).collect();
         given.sort_unstable();
         let given = if given.is_empty() {
@@ -326,7 +353,10 @@ impl NamedParams {
         };
         Error::new(
             ErrorKind::MissingParameter,
-            format!("no value for query parameter ':{name}' (values given: {given})"),
+            format!(
+                "no value for query parameter ':{name}'{} (values given: {given})",
+                in_row(row)
+            ),
         )
     }
 
@@ -356,17 +386,23 @@ impl NamedParams {
 }
 
 /// Refuses a value nested deeper than [`crate::MAX_NESTING`] levels.
-pub(crate) fn check_nesting(name: &str, value: &Value) -> Result<()> {
+pub(crate) fn check_nesting(name: &str, value: &Value, row: Option<usize>) -> Result<()> {
     if value.nests_deeper_than(crate::MAX_NESTING) {
         return Err(Error::new(
             ErrorKind::InvalidParameter,
             format!(
-                "query parameter ':{name}': arrays and JSON nested deeper than {} levels",
+                "query parameter ':{name}'{}: arrays and JSON nested deeper than {} levels",
+                in_row(row),
                 crate::MAX_NESTING
             ),
         ));
     }
     Ok(())
+}
+
+/// " in row N" for row N of an `execute_many`, else nothing.
+pub(crate) fn in_row(row: Option<usize>) -> String {
+    row.map(|r| format!(" in row {r}")).unwrap_or_default()
 }
 
 #[cfg(feature = "serde")]
@@ -464,7 +500,8 @@ impl<K: Into<Cow<'static, str>>, V: Into<Value>> IntoParams for BTreeMap<K, V> {
 macro_rules! params {
     () => { $crate::NamedParams::new() };
     ($($name:expr => $value:expr),+ $(,)?) => {{
-        let mut p = $crate::NamedParams::new();
+        // One allocation, of the right size.
+        let mut p = $crate::NamedParams::with_capacity([$(stringify!($name)),+].len());
         $( p.insert($name, $value); )+
         p
     }};

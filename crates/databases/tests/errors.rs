@@ -179,6 +179,32 @@ async fn parameter_errors_name_the_parameter() {
             "{l}"
         );
 
+        // In a batch, the error names the row, and no row is applied.
+        t.recreate("err_batch", "id INTEGER PRIMARY KEY, name VARCHAR(10)")
+            .await;
+        let e = t
+            .execute_many(
+                "INSERT INTO err_batch (id, name) VALUES (:id, :name)",
+                [
+                    params! { "id" => 1, "name" => "a" },
+                    params! { "id" => 2, "name" => "b" },
+                    params! { "id" => 3 },
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingParameter, "{l}");
+        assert_eq!(
+            e.to_string(),
+            "no value for query parameter ':name' in row 2 (values given: id)",
+            "{l}"
+        );
+        let count: Option<i64> = t
+            .fetch_val("SELECT COUNT(*) FROM err_batch", (), 0)
+            .await
+            .unwrap();
+        assert_eq!(count, Some(0), "{l}");
+
         if t.backend() == databases::Backend::Sqlite {
             let e = t
                 .fetch_one("SELECT :big", params! { "big" => u64::MAX })

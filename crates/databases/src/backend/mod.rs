@@ -10,7 +10,7 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use crate::error::{Error, Result};
-use crate::params::Dialect;
+use crate::params::{Dialect, NamedParams};
 use crate::record::Record;
 use crate::transaction::TransactionOptions;
 use crate::url::Backend;
@@ -23,7 +23,7 @@ compile_error!("enable at least one backend feature: `sqlite`, `postgres` or `my
 
 /// Converts each value for a backend, naming the parameter (and the row, in a batch) when
 /// the backend cannot take it.
-#[cfg(any(feature = "sqlite", feature = "mysql"))]
+#[cfg(feature = "mysql")]
 pub(crate) fn convert_values<T>(
     values: Vec<Value>,
     names: &[String],
@@ -36,13 +36,21 @@ pub(crate) fn convert_values<T>(
         .map(|(i, v)| {
             convert(v).map_err(|why| {
                 let name = names.get(i).map_or("?", String::as_str);
-                let at = row.map(|r| format!(" in row {r}")).unwrap_or_default();
                 Error::new(
                     crate::ErrorKind::InvalidParameter,
-                    format!("parameter ':{name}'{at}: {why}"),
+                    format!("parameter ':{name}'{}: {why}", crate::params::in_row(row)),
                 )
             })
         })
+        .collect()
+}
+
+/// The values of each row of an `execute_many`, in placeholder order; errors name the row.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn bound_rows(rows: Vec<NamedParams>, names: &[String]) -> Result<Vec<Vec<Value>>> {
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| row.into_bound_row(names, Some(i)))
         .collect()
 }
 
@@ -284,19 +292,26 @@ impl RawConnection {
         }
     }
 
-    /// Runs `query.sql` once per row of values (`query.values` is unused).
+    /// Runs `query.sql` once per row of parameters (`query.values` is unused).
     pub(crate) async fn execute_many(
         &mut self,
         query: BoundQuery,
-        rows: Vec<Vec<Value>>,
+        rows: Vec<NamedParams>,
     ) -> Result<u64> {
         match self {
+            // SQLite binds each row from its map on the connection thread.
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.execute_many(query, rows).await,
             #[cfg(feature = "postgres")]
-            Self::Postgres(c) => c.execute_many(query, rows).await,
+            Self::Postgres(c) => {
+                let rows = bound_rows(rows, &query.names)?;
+                c.execute_many(query, rows).await
+            }
             #[cfg(feature = "mysql")]
-            Self::Mysql(c) => c.execute_many(query, rows).await,
+            Self::Mysql(c) => {
+                let rows = bound_rows(rows, &query.names)?;
+                c.execute_many(query, rows).await
+            }
         }
     }
 

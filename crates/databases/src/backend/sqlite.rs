@@ -24,13 +24,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::BoxStream;
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{InterruptHandle, OpenFlags};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::ExecuteResult;
 use crate::config::{parse_bool, parse_choice, parse_seconds};
 use crate::error::{Error, ErrorKind, Result};
+use crate::params::NamedParams;
 use crate::record::{Columns, Record, Rows};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
@@ -532,28 +533,22 @@ impl SqliteConnection {
     }
 
     pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
-        let values = to_sqlite_values(query.values, &query.names, None)?;
-        let (sql, in_tx) = (query.sql, query.in_transaction);
         self.call(move |conn| {
-            check_transaction(conn, in_tx)?;
-            run_statement(conn, &sql, &values)
+            check_transaction(conn, query.in_transaction)?;
+            run_statement(conn, &query)
         })
         .await
     }
 
+    /// Binds each row straight from its map on the connection thread: the caller's thread
+    /// does nothing per row.
     pub(crate) async fn execute_many(
         &mut self,
         query: BoundQuery,
-        rows: Vec<Vec<Value>>,
+        rows: Vec<NamedParams>,
     ) -> Result<u64> {
-        let rows = rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, row)| to_sqlite_values(row, &query.names, Some(i)))
-            .collect::<Result<Vec<_>>>()?;
-        let (sql, in_tx) = (query.sql, query.in_transaction);
         // The rows are freed after the reply (5,000 rows take a while to free).
-        self.call_then_drop(move |conn| (insert_rows(conn, &sql, in_tx, &rows), rows))
+        self.call_then_drop(move |conn| (insert_rows(conn, &query, &rows), rows))
             .await
     }
 
@@ -562,15 +557,13 @@ impl SqliteConnection {
         query: BoundQuery,
         limit: Option<usize>,
     ) -> Result<Vec<Record>> {
-        let values = to_sqlite_values(query.values, &query.names, None)?;
-        let (sql, in_tx) = (query.sql, query.in_transaction);
-        if let Some(done) = self.fetch_inline(&sql, &values, in_tx, limit) {
+        if let Some(done) = self.fetch_inline(&query, limit) {
             return done;
         }
         self.call(move |conn| {
-            check_transaction(conn, in_tx)?;
-            let mut stmt = prepare(conn, &sql, &values)?;
-            read_rows(&mut stmt, &sql, limit, map_error)
+            check_transaction(conn, query.in_transaction)?;
+            let mut stmt = prepare(conn, &query)?;
+            read_rows(&mut stmt, &query.sql, limit, map_error)
         })
         .await
     }
@@ -580,16 +573,15 @@ impl SqliteConnection {
     /// thread (it writes, a job is queued, it ran out of budget or met a lock).
     fn fetch_inline(
         &mut self,
-        sql: &str,
-        values: &[SqlValue],
-        in_tx: bool,
+        query: &BoundQuery,
         limit: Option<usize>,
     ) -> Option<Result<Vec<Record>>> {
         if self.shared.queued.load(Ordering::SeqCst) != 0 {
             return None;
         }
+        let sql = &*query.sql;
         // A transaction whose BEGIN failed: the connection thread reports it.
-        if in_tx && self.shared.failed_begin().is_some() {
+        if query.in_transaction && self.shared.failed_begin().is_some() {
             return None;
         }
         if let Some(skips) = self.inline.slow_reads.get_mut(sql) {
@@ -606,7 +598,7 @@ impl SqliteConnection {
         // Without a busy handler a lock held elsewhere is SQLITE_BUSY at once.
         conn.busy_timeout(Duration::ZERO).ok()?;
         INLINE_DEADLINE.set(Some(Instant::now() + INLINE_BUDGET));
-        let result = read_inline(&conn, sql, values, in_tx, limit);
+        let result = read_inline(&conn, query, limit);
         INLINE_DEADLINE.set(None);
         if conn.busy_timeout(self.inline.busy_timeout).is_err() {
             // Cannot happen (the call only stores a number); never keep a connection whose
@@ -635,20 +627,15 @@ impl SqliteConnection {
 
     pub(crate) fn stream(&mut self, query: BoundQuery) -> BoxStream<'static, Result<Record>> {
         let (tx, rx) = tokio_mpsc::channel::<Result<Vec<Record>>>(CHUNK_BUFFER);
-        let values = match to_sqlite_values(query.values, &query.names, None) {
-            Ok(v) => v,
-            Err(e) => return Box::pin(futures_util::stream::once(async { Err(e) })),
-        };
-        let (sql, in_tx) = (query.sql, query.in_transaction);
         let sent = self.send(
             Box::new(move |conn| {
                 if tx.is_closed() {
                     return;
                 }
                 let produce = || -> Result<()> {
-                    check_transaction(conn, in_tx)?;
-                    let mut stmt = prepare(conn, &sql, &values)?;
-                    let columns = columns_of(&stmt, &sql);
+                    check_transaction(conn, query.in_transaction)?;
+                    let mut stmt = prepare(conn, &query)?;
+                    let columns = columns_of(&stmt, &query.sql);
                     let width = columns.len();
                     let mut rows = stmt.raw_query();
                     let mut chunk = Rows::new(columns);
@@ -827,18 +814,17 @@ impl futures_core::Stream for SqliteRows {
 /// savepoint (all rows or none, and one sync to disk).
 fn insert_rows(
     conn: &rusqlite::Connection,
-    sql: &str,
-    in_tx: bool,
-    rows: &[Vec<SqlValue>],
+    query: &BoundQuery,
+    rows: &[NamedParams],
 ) -> Result<u64> {
-    check_transaction(conn, in_tx)?;
+    check_transaction(conn, query.in_transaction)?;
     conn.execute_batch("SAVEPOINT databases_execute_many")
         .map_err(map_error)?;
     let run = || -> Result<u64> {
-        let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+        let mut stmt = conn.prepare_cached(&query.sql).map_err(map_error)?;
         let mut total = 0;
-        for values in rows {
-            bind(&mut stmt, values)?;
+        for (i, row) in rows.iter().enumerate() {
+            bind_row(&mut stmt, &query.names, row, i)?;
             total += step_to_end(conn, &mut stmt)?.rows_affected;
         }
         Ok(total)
@@ -909,21 +895,19 @@ impl From<rusqlite::Error> for InlineError {
 /// writes.
 fn read_inline(
     conn: &rusqlite::Connection,
-    sql: &str,
-    values: &[SqlValue],
-    in_tx: bool,
+    query: &BoundQuery,
     limit: Option<usize>,
 ) -> std::result::Result<Option<Vec<Record>>, InlineError> {
-    check_transaction(conn, in_tx)?;
-    let mut stmt = conn.prepare_cached(sql)?;
+    check_transaction(conn, query.in_transaction)?;
+    let mut stmt = conn.prepare_cached(&query.sql)?;
     // SQLite also calls BEGIN, COMMIT, SAVEPOINT, ATTACH and setting pragmas read-only (they
     // leave the file's content alone), but a COMMIT syncs to disk and ATTACH opens a file.
     // Those return no columns; a query does.
     if !stmt.readonly() || stmt.column_count() == 0 {
         return Ok(None);
     }
-    bind(&mut stmt, values)?;
-    read_rows(&mut stmt, sql, limit, InlineError::from).map(Some)
+    bind(&mut stmt, query)?;
+    read_rows(&mut stmt, &query.sql, limit, InlineError::from).map(Some)
 }
 
 /// Reads a bound statement's records, at most `limit`. SQLite's errors while stepping go
@@ -949,11 +933,10 @@ fn read_rows<E: From<Error>>(
 
 fn prepare<'c>(
     conn: &'c rusqlite::Connection,
-    sql: &str,
-    values: &[SqlValue],
+    query: &BoundQuery,
 ) -> Result<rusqlite::CachedStatement<'c>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
-    bind(&mut stmt, values)?;
+    let mut stmt = conn.prepare_cached(&query.sql).map_err(map_error)?;
+    bind(&mut stmt, query)?;
     let read_only = stmt.readonly();
     SHARED.with(|s| {
         if let Some(shared) = s.borrow().as_ref() {
@@ -963,22 +946,63 @@ fn prepare<'c>(
     Ok(stmt)
 }
 
-fn bind(stmt: &mut rusqlite::Statement<'_>, values: &[SqlValue]) -> Result<()> {
-    let expected = stmt.parameter_count();
-    if expected != values.len() {
-        return Err(Error::new(
-            ErrorKind::InvalidParameter,
-            format!(
-                "the statement has {expected} parameter placeholder(s) but {} value(s) were bound; \
-                 write parameters as :name",
-                values.len()
-            ),
-        ));
-    }
-    for (i, v) in values.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, v).map_err(map_error)?;
+/// Binds a query's values to its statement.
+fn bind(stmt: &mut rusqlite::Statement<'_>, query: &BoundQuery) -> Result<()> {
+    check_count(stmt, query.values.len())?;
+    for (i, value) in query.values.iter().enumerate() {
+        let name = query.names.get(i).map_or("?", String::as_str);
+        bind_value(stmt, i, name, value, None)?;
     }
     Ok(())
+}
+
+/// Binds row `row` of an `execute_many`, straight from its map.
+fn bind_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    names: &[String],
+    params: &NamedParams,
+    row: usize,
+) -> Result<()> {
+    check_count(stmt, names.len())?;
+    for (i, name) in names.iter().enumerate() {
+        let value = params.value_for(name, Some(row))?;
+        bind_value(stmt, i, name, value, Some(row))?;
+    }
+    Ok(())
+}
+
+/// Refuses a number of values that differs from the statement's placeholders (SQL that
+/// carries its own `?` or `?NNN` placeholders besides the `:name` ones).
+fn check_count(stmt: &rusqlite::Statement<'_>, given: usize) -> Result<()> {
+    let expected = stmt.parameter_count();
+    if expected == given {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidParameter,
+        format!(
+            "the statement has {expected} parameter placeholder(s) but {given} value(s) were \
+             bound; write parameters as :name"
+        ),
+    ))
+}
+
+/// Binds one value to placeholder `i` (from 0), naming the parameter (and the row of an
+/// `execute_many`) when SQLite cannot hold it.
+fn bind_value(
+    stmt: &mut rusqlite::Statement<'_>,
+    i: usize,
+    name: &str,
+    value: &Value,
+    row: Option<usize>,
+) -> Result<()> {
+    let value = to_sqlite(value).map_err(|why| {
+        Error::new(
+            ErrorKind::InvalidParameter,
+            format!("parameter ':{name}'{}: {why}", crate::params::in_row(row)),
+        )
+    })?;
+    stmt.raw_bind_parameter(i + 1, value).map_err(map_error)
 }
 
 /// The column names of a statement, shared by its results. Cached on the connection thread
@@ -1011,14 +1035,10 @@ fn columns_of(stmt: &rusqlite::Statement<'_>, sql: &str) -> Arc<Columns> {
 }
 
 /// Runs a statement to its end; the first column of its first row (for `RETURNING`) is kept.
-fn run_statement(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    values: &[SqlValue],
-) -> Result<ExecuteResult> {
-    let mut stmt = prepare(conn, sql, values)?;
+fn run_statement(conn: &rusqlite::Connection, query: &BoundQuery) -> Result<ExecuteResult> {
+    let mut stmt = prepare(conn, query)?;
     let mut result = step_to_end(conn, &mut stmt)?;
-    if !inserts(sql) {
+    if !inserts(&query.sql) {
         // `last_insert_rowid` is per connection: after an UPDATE it still names an earlier
         // INSERT's row, which is not this statement's.
         result.last_insert_id = None;
@@ -1133,49 +1153,43 @@ fn not_utf8(row: &rusqlite::Row<'_>, i: usize) -> Error {
 
 /// Converts values to SQLite's storage classes before they are sent to the thread, so that a
 /// value SQLite cannot hold is an error naming its parameter.
-fn to_sqlite_values(
-    values: Vec<Value>,
-    names: &[String],
-    row: Option<usize>,
-) -> Result<Vec<SqlValue>> {
-    super::convert_values(values, names, row, to_sqlite)
-}
-
-fn to_sqlite(v: Value) -> std::result::Result<SqlValue, String> {
-    Ok(match v {
-        Value::Null => SqlValue::Null,
-        Value::Bool(b) => SqlValue::Integer(i64::from(b)),
-        Value::Int(i) => SqlValue::Integer(i),
-        Value::UInt(u) => {
-            SqlValue::Integer(i64::try_from(u).map_err(|_| {
-                format!("{u} is larger than SQLite's largest integer ({})", i64::MAX)
-            })?)
-        }
+/// The form SQLite stores a value in: text, blob, integer and real values are bound where
+/// they are, without a copy on our side.
+fn to_sqlite(v: &Value) -> std::result::Result<ToSqlOutput<'_>, String> {
+    let owned = |v: SqlValue| Ok(ToSqlOutput::Owned(v));
+    let text = |s: String| Ok(ToSqlOutput::Owned(SqlValue::Text(s)));
+    match v {
+        Value::Null => Ok(ToSqlOutput::Borrowed(ValueRef::Null)),
+        Value::Bool(b) => owned(SqlValue::Integer(i64::from(*b))),
+        Value::Int(i) => owned(SqlValue::Integer(*i)),
+        Value::UInt(u) => match i64::try_from(*u) {
+            Ok(i) => owned(SqlValue::Integer(i)),
+            Err(_) => Err(format!(
+                "{u} is larger than SQLite's largest integer ({})",
+                i64::MAX
+            )),
+        },
         Value::Float(f) if f.is_nan() => {
-            return Err("SQLite cannot store NaN (it would become NULL)".to_owned());
+            Err("SQLite cannot store NaN (it would become NULL)".to_owned())
         }
-        Value::Float(f) => SqlValue::Real(f),
-        Value::Decimal(d) => SqlValue::Text(d.to_string()),
-        Value::Text(s) => SqlValue::Text(s),
-        Value::Bytes(b) => SqlValue::Blob(b),
+        Value::Float(f) => owned(SqlValue::Real(*f)),
+        Value::Decimal(d) => text(d.to_string()),
+        Value::Text(s) => Ok(ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))),
+        Value::Bytes(b) => Ok(ToSqlOutput::Borrowed(ValueRef::Blob(b))),
         // Display gives the same text as the strftime patterns "%Y-%m-%d", "%H:%M:%S%.f" and
         // "%Y-%m-%d %H:%M:%S%.f", without parsing a pattern for every value.
-        Value::Date(d) => SqlValue::Text(d.to_string()),
-        Value::Time(t) => SqlValue::Text(t.to_string()),
-        Value::TimeTz(t, offset) => SqlValue::Text(format!("{t}{offset}")),
-        Value::DateTime(dt) => SqlValue::Text(dt.to_string()),
-        Value::DateTimeTz(dt) => {
-            SqlValue::Text(format!("{} {}{}", dt.date_naive(), dt.time(), dt.offset()))
-        }
-        Value::Uuid(u) => SqlValue::Text(u.hyphenated().to_string()),
-        Value::Json(j) => SqlValue::Text(j.to_string()),
-        Value::Array(_) => {
-            return Err("SQLite has no array type; pass the array as JSON".to_owned());
-        }
+        Value::Date(d) => text(d.to_string()),
+        Value::Time(t) => text(t.to_string()),
+        Value::TimeTz(t, offset) => text(format!("{t}{offset}")),
+        Value::DateTime(dt) => text(dt.to_string()),
+        Value::DateTimeTz(dt) => text(format!("{} {}{}", dt.date_naive(), dt.time(), dt.offset())),
+        Value::Uuid(u) => text(u.hyphenated().to_string()),
+        Value::Json(j) => text(j.to_string()),
+        Value::Array(_) => Err("SQLite has no array type; pass the array as JSON".to_owned()),
         Value::Interval { .. } => {
-            return Err("SQLite has no interval type; pass a number of seconds or text".to_owned());
+            Err("SQLite has no interval type; pass a number of seconds or text".to_owned())
         }
-    })
+    }
 }
 
 /// Maps a rusqlite error onto the portable kinds. SQLite reports syntax errors with the generic
@@ -1565,26 +1579,63 @@ mod tests {
 
     #[test]
     fn values_sqlite_cannot_hold_are_named() {
-        let e = to_sqlite_values(
-            vec![Value::Int(1), Value::UInt(u64::MAX)],
-            &["a".into(), "big".into()],
-            None,
-        )
-        .unwrap_err();
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("SELECT ?, ?").unwrap();
+        let query = BoundQuery {
+            sql: "SELECT ?, ?".into(),
+            values: vec![Value::Int(1), Value::UInt(u64::MAX)],
+            names: vec!["a".to_owned(), "big".to_owned()].into(),
+            in_transaction: false,
+        };
+        let e = bind(&mut stmt, &query).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidParameter);
         assert!(
             e.to_string()
                 .starts_with("parameter ':big': 18446744073709551615 is larger"),
             "{e}"
         );
-        let e = to_sqlite_values(vec![Value::Float(f64::NAN)], &["x".into()], Some(3)).unwrap_err();
+        let names = ["x".to_owned(), "y".to_owned()];
+        let row = crate::params! { "x" => 1, "y" => f64::NAN };
+        let e = bind_row(&mut stmt, &names, &row, 3).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("parameter ':x' in row 3: SQLite cannot store NaN"),
+                .starts_with("parameter ':y' in row 3: SQLite cannot store NaN"),
             "{e}"
         );
-        let e = to_sqlite_values(vec![Value::array([1])], &["x".into()], None).unwrap_err();
+        let row = crate::params! { "x" => Value::array([1]), "y" => 2 };
+        let e = bind_row(&mut stmt, &names, &row, 0).unwrap_err();
         assert!(e.to_string().contains("no array type"), "{e}");
+        let row = crate::params! { "x" => 1 };
+        let e = bind_row(&mut stmt, &names, &row, 7).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingParameter);
+        assert_eq!(
+            e.to_string(),
+            "no value for query parameter ':y' in row 7 (values given: x)"
+        );
+        let e = bind_row(&mut stmt, &names[..1], &row, 0).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the statement has 2 parameter placeholder(s) but 1 value(s)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn text_and_bytes_are_bound_where_they_are() {
+        let text = Value::Text("héllo".into());
+        let bytes = Value::Bytes(vec![0, 1, 2]);
+        assert_eq!(
+            to_sqlite(&text),
+            Ok(ToSqlOutput::Borrowed(ValueRef::Text("héllo".as_bytes())))
+        );
+        assert_eq!(
+            to_sqlite(&bytes),
+            Ok(ToSqlOutput::Borrowed(ValueRef::Blob(&[0, 1, 2])))
+        );
+        assert_eq!(
+            to_sqlite(&Value::Null),
+            Ok(ToSqlOutput::Borrowed(ValueRef::Null))
+        );
     }
 
     #[test]
@@ -1593,17 +1644,22 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2024, 1, 31).unwrap();
         let dt = d.and_hms_micro_opt(10, 0, 0, 5).unwrap();
         assert_eq!(
-            to_sqlite(Value::Date(d)),
-            Ok(SqlValue::Text("2024-01-31".into()))
+            to_sqlite(&Value::Date(d)),
+            Ok(ToSqlOutput::Owned(SqlValue::Text("2024-01-31".into())))
         );
         assert_eq!(
-            to_sqlite(Value::DateTime(dt)),
-            Ok(SqlValue::Text("2024-01-31 10:00:00.000005".into()))
+            to_sqlite(&Value::DateTime(dt)),
+            Ok(ToSqlOutput::Owned(SqlValue::Text(
+                "2024-01-31 10:00:00.000005".into()
+            )))
         );
-        assert_eq!(to_sqlite(Value::Bool(true)), Ok(SqlValue::Integer(1)));
         assert_eq!(
-            to_sqlite(Value::Json(serde_json::json!({"a": 1}))),
-            Ok(SqlValue::Text(r#"{"a":1}"#.into()))
+            to_sqlite(&Value::Bool(true)),
+            Ok(ToSqlOutput::Owned(SqlValue::Integer(1)))
+        );
+        assert_eq!(
+            to_sqlite(&Value::Json(serde_json::json!({"a": 1}))),
+            Ok(ToSqlOutput::Owned(SqlValue::Text(r#"{"a":1}"#.into())))
         );
     }
 }
