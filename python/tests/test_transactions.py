@@ -4,6 +4,10 @@ force_rollback, options, and misuse."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
+import time
 import typing
 
 import pytest
@@ -268,19 +272,11 @@ async def test_an_error_rolls_back_exactly_its_own_level(
         assert await database.fetch_val("SELECT 1") == 1
 
 
-@pytest.mark.asyncio
-async def test_sqlite_begin_that_times_out_fails_its_transaction(tmp_path: typing.Any) -> None:
-    """SQLite sends BEGIN with the transaction's first statement. When another writer holds
-    the lock past the busy timeout, that statement raises, no statement of the transaction
-    runs outside it, and the connection works once the lock is gone."""
-    import subprocess
-    import sys
-
-    from databases import OperationalError
-
-    path = tmp_path / "locked.db"
-    # The lock is held by another process: two copies of SQLite in one process (Python's
-    # sqlite3 and ours) do not see each other's locks.
+@contextlib.contextmanager
+def _sqlite_write_lock(path: typing.Any) -> typing.Iterator[None]:
+    """Holds the write lock of the SQLite file at ``path`` in another process until the
+    block ends: two copies of SQLite in one process (Python's sqlite3 and ours) do not see
+    each other's locks."""
     holder = (
         "import sqlite3, sys\n"
         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
@@ -289,16 +285,31 @@ async def test_sqlite_begin_that_times_out_fails_its_transaction(tmp_path: typin
         "sys.stdin.read()\n"
         "c.execute('COMMIT')\n"
     )
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "locked\n"
+        yield
+    finally:
+        other.communicate(timeout=10)
+    assert other.returncode == 0
+
+
+@pytest.mark.asyncio
+async def test_sqlite_begin_that_times_out_fails_its_transaction(tmp_path: typing.Any) -> None:
+    """SQLite sends BEGIN with the transaction's first statement. When another writer holds
+    the lock past the busy timeout, that statement raises, no statement of the transaction
+    runs outside it, and the connection works once the lock is gone."""
+    from databases import OperationalError
+
+    path = tmp_path / "locked.db"
     async with Database(f"sqlite:///{path}?busy_timeout=0.05") as database:
         await database.execute("CREATE TABLE t (x INTEGER)")
-        other = subprocess.Popen(
-            [sys.executable, "-c", holder, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert other.stdout is not None and other.stdout.readline() == "locked\n"
+        with _sqlite_write_lock(path):
             with pytest.raises(OperationalError, match="the transaction did not start: BEGIN"):
                 async with database.transaction():
                     await database.execute("INSERT INTO t (x) VALUES (1)")
@@ -307,10 +318,38 @@ async def test_sqlite_begin_that_times_out_fails_its_transaction(tmp_path: typin
                 with pytest.raises(OperationalError, match="did not start"):
                     await database.execute("INSERT INTO t (x) VALUES (:x)", {"x": x})
             await tx.rollback()
-        finally:
-            other.communicate(timeout=10)
-        assert other.returncode == 0
         assert await database.fetch_val("SELECT count(*) FROM t") == 0
         async with database.transaction():
             await database.execute("INSERT INTO t (x) VALUES (4)")
         assert await database.fetch_val("SELECT count(*) FROM t") == 1
+
+
+@pytest.mark.asyncio
+async def test_sqlite_cancelled_write_stops_waiting_for_a_lock(tmp_path: typing.Any) -> None:
+    """A write cancelled (``asyncio.wait_for``) while it waits for another process's lock
+    frees its connection at once, not when the lock goes or the busy timeout runs out; the
+    same for a transaction cancelled while its BEGIN waits."""
+    path = tmp_path / "locked.db"
+    async with Database(f"sqlite:///{path}?busy_timeout=30") as database:
+        await database.execute("CREATE TABLE t (x INTEGER)")
+        async with database.connection() as connection:
+            with _sqlite_write_lock(path):
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(connection.execute("INSERT INTO t (x) VALUES (1)"), 0.1)
+                started = time.monotonic()
+                assert await asyncio.wait_for(connection.fetch_val("SELECT 1"), 5) == 1
+                assert time.monotonic() - started < 1
+
+                async def in_transaction() -> None:
+                    async with connection.transaction():
+                        await connection.execute("INSERT INTO t (x) VALUES (2)")
+
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(in_transaction(), 0.1)
+                started = time.monotonic()
+                assert await asyncio.wait_for(connection.fetch_val("SELECT 1"), 5) == 1
+                assert time.monotonic() - started < 1
+            assert await connection.fetch_val("SELECT count(*) FROM t") == 0
+            async with connection.transaction():
+                await connection.execute("INSERT INTO t (x) VALUES (3)")
+            assert await connection.fetch_val("SELECT count(*) FROM t") == 1

@@ -221,8 +221,9 @@
 //!
 //! Dropping a future mid-call never hands a connection in an unknown state to the next user.
 //! On SQLite, work that has not started is skipped, a statement running outside a transaction
-//! (or one that only reads, inside one) is interrupted, and a dropped [`Transaction`] queues
-//! its rollback before the connection can be reused. On PostgreSQL and MySQL the server is told to stop the statement (a cancel
+//! (or one that only reads, inside one) is interrupted, a wait for another connection's lock
+//! ends, and a dropped [`Transaction`] queues its rollback before the connection can be
+//! reused. On PostgreSQL and MySQL the server is told to stop the statement (a cancel
 //! request, `KILL QUERY`) and the connection is discarded; a dropped transaction's rollback
 //! runs before the connection's next statement, or the connection is closed (which ends the
 //! transaction on the server). A stream from [`Connection::iterate`] is the exception: see

@@ -8,7 +8,9 @@
 //! it goes away while its statement runs outside a transaction, or while a statement that
 //! only reads runs inside one, the statement is interrupted (SQLite undoes it as a whole).
 //! A write inside a transaction is left to finish (interrupting it would end the whole
-//! transaction), and the transaction's own rollback follows.
+//! transaction), and the transaction's own rollback follows. A statement waiting for another
+//! connection's lock stops waiting when it would be interrupted, and so does a queued `BEGIN`
+//! of a dropped transaction (see [`wait_for_lock`]).
 //!
 //! A query that only reads (a read-only statement that returns columns) may instead run
 //! inline, on the caller's own thread, when nothing is queued for the connection: two thread
@@ -68,6 +70,57 @@ const SLOW_READ_SKIPS: u16 = 64;
 thread_local! {
     /// While a read runs inline on this thread: when its budget ends.
     static INLINE_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Pauses between two attempts to take a lock another connection holds: short at first, then
+/// [`LOCK_POLL`] until the busy timeout ends.
+const LOCK_PAUSES: [Duration; 4] = [
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+];
+/// The longest pause while waiting for a lock: a caller that gives up is noticed within it.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// On a connection thread: when the current wait for a lock began.
+    static LOCK_WAIT_START: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// SQLite's busy handler, called while another connection holds a lock the statement needs;
+/// `true` tries again after a pause. It replaces `busy_timeout`'s handler, which sleeps
+/// through `sqlite3_interrupt`: this one stops waiting as soon as the statement's caller has
+/// given up (see [`Shared::give_up`]). An inline read never waits: it goes to the connection
+/// thread instead, where the wait lasts up to the busy timeout.
+fn wait_for_lock(attempts: i32) -> bool {
+    if INLINE_DEADLINE.get().is_some() {
+        return false;
+    }
+    let Some(shared) = SHARED.with(|s| s.borrow().clone()) else {
+        return false;
+    };
+    if shared.current.load(Ordering::SeqCst) <= shared.give_up.load(Ordering::SeqCst) {
+        return false;
+    }
+    let now = Instant::now();
+    let started = match LOCK_WAIT_START.get() {
+        Some(started) if attempts > 0 => started,
+        _ => {
+            LOCK_WAIT_START.set(Some(now));
+            now
+        }
+    };
+    let left = shared.busy_timeout.saturating_sub(now - started);
+    if left.is_zero() {
+        return false;
+    }
+    let pause = usize::try_from(attempts)
+        .ok()
+        .and_then(|i| LOCK_PAUSES.get(i).copied())
+        .unwrap_or(LOCK_POLL);
+    std::thread::sleep(pause.min(left));
+    true
 }
 
 /// SQLite's progress handler: stops an inline read whose budget is spent. Statements on a
@@ -269,6 +322,8 @@ type Work = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
 struct Job {
     /// 0 for work that must never be interrupted (queued rollbacks).
     id: u64,
+    /// The job's place in the order of sending, from 1 (see [`Shared::give_up`]).
+    seq: u64,
     work: Work,
     /// The work takes itself off [`Shared::queued`] before it replies, so that a caller
     /// woken by the reply finds nothing queued; otherwise the thread does it afterwards.
@@ -279,6 +334,14 @@ struct Job {
 struct Shared {
     /// The id of the job running now, 0 when idle.
     running: AtomicU64,
+    /// The `seq` of the job running now (or of the last one).
+    current: AtomicU64,
+    /// Jobs up to this `seq` stop waiting for locks: their callers gave up (a cancelled
+    /// operation, an abandoned transaction). A later job, such as the rollback that follows,
+    /// waits as usual.
+    give_up: AtomicU64,
+    /// How long a statement waits for a lock (the URL's `busy_timeout`).
+    busy_timeout: Duration,
     /// Whether the connection was outside any transaction when the running job started.
     autocommit: AtomicBool,
     alive: AtomicBool,
@@ -355,6 +418,8 @@ pub(crate) struct SqliteConnection {
     sender: tokio_mpsc::UnboundedSender<Job>,
     shared: Arc<Shared>,
     next_id: u64,
+    /// Jobs sent so far: the `seq` of the last one.
+    sent: u64,
     begin: String,
     /// What inline reads need (boxed: the connection types share one enum).
     inline: Box<Inline>,
@@ -366,7 +431,6 @@ struct Inline {
     /// holds the only strong reference, so the connection always closes there (closing may
     /// checkpoint the WAL, which is disk work).
     conn: std::sync::Weak<Mutex<rusqlite::Connection>>,
-    busy_timeout: Duration,
     /// Reads that ran out of their inline budget, with how many more runs skip the attempt.
     slow_reads: std::collections::HashMap<Box<str>, u16>,
 }
@@ -400,6 +464,9 @@ impl SqliteConnection {
                 };
                 let shared = Arc::new(Shared {
                     running: AtomicU64::new(0),
+                    current: AtomicU64::new(0),
+                    give_up: AtomicU64::new(0),
+                    busy_timeout: thread_config.busy_timeout,
                     autocommit: AtomicBool::new(true),
                     alive: AtomicBool::new(true),
                     read_only: AtomicBool::new(false),
@@ -407,8 +474,13 @@ impl SqliteConnection {
                     interrupt: conn.get_interrupt_handle(),
                     failed_begin: Mutex::new(None),
                 });
-                let conn = Arc::new(Mutex::new(conn));
                 SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
+                let mut conn = conn;
+                if let Err(e) = conn.busy_handler(Some(wait_for_lock)) {
+                    let _ = opened_tx.send(Err(map_error(e)));
+                    return;
+                }
+                let conn = Arc::new(Mutex::new(conn));
                 let _alive = AliveGuard(shared.clone());
                 if opened_tx
                     .send(Ok((shared.clone(), Arc::downgrade(&conn))))
@@ -426,6 +498,7 @@ impl SqliteConnection {
                             .autocommit
                             .store(conn.is_autocommit(), Ordering::SeqCst);
                         shared.read_only.store(false, Ordering::SeqCst);
+                        shared.current.store(job.seq, Ordering::SeqCst);
                         shared.running.store(job.id, Ordering::SeqCst);
                         (job.work)(&mut conn);
                         shared.running.store(0, Ordering::SeqCst);
@@ -452,10 +525,10 @@ impl SqliteConnection {
             sender,
             shared,
             next_id: 0,
+            sent: 0,
             begin: config.begin.clone(),
             inline: Box::new(Inline {
                 conn,
-                busy_timeout: config.busy_timeout,
                 slow_reads: std::collections::HashMap::new(),
             }),
         })
@@ -477,8 +550,10 @@ impl SqliteConnection {
             0
         };
         self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        self.sent += 1;
         let job = Job {
             id,
+            seq: self.sent,
             work,
             counts_itself,
         };
@@ -522,7 +597,7 @@ impl SqliteConnection {
             true,
             true,
         )?;
-        let guard = InterruptOnDrop::new(&self.shared, id);
+        let guard = InterruptOnDrop::new(&self.shared, id, self.sent);
         let result = rx.await;
         guard.disarm();
         result.map_err(|_| {
@@ -594,17 +669,14 @@ impl SqliteConnection {
         let conn = self.inline.conn.upgrade()?;
         // With nothing queued, the thread holds the lock at most for the last instructions
         // of a job that has already replied.
-        let conn = conn.lock().ok()?;
-        // Without a busy handler a lock held elsewhere is SQLITE_BUSY at once.
-        conn.busy_timeout(Duration::ZERO).ok()?;
+        let mut conn = conn.lock().ok()?;
+        // Our busy handler answers an inline read's first meeting with a lock at once
+        // (SQLITE_BUSY). Set again in case the application replaced it (`PRAGMA
+        // busy_timeout`), which would let the read wait here.
+        conn.busy_handler(Some(wait_for_lock)).ok()?;
         INLINE_DEADLINE.set(Some(Instant::now() + INLINE_BUDGET));
         let result = read_inline(&conn, query, limit);
         INLINE_DEADLINE.set(None);
-        if conn.busy_timeout(self.inline.busy_timeout).is_err() {
-            // Cannot happen (the call only stores a number); never keep a connection whose
-            // busy timeout may be zero.
-            self.shared.alive.store(false, Ordering::SeqCst);
-        }
         match result {
             Ok(rows) => {
                 #[cfg(test)]
@@ -660,18 +732,21 @@ impl SqliteConnection {
             true,
             false,
         );
+        let seq = self.sent;
         match sent {
             Ok(id) => Box::pin(SqliteRows {
                 rx,
                 buffer: Vec::new().into_iter(),
-                guard: Some(InterruptOnDrop::new(&self.shared, id)),
+                guard: Some(InterruptOnDrop::new(&self.shared, id, seq)),
             }),
             Err(e) => Box::pin(futures_util::stream::once(async { Err(e) })),
         }
     }
 
-    /// Interrupts the statement running now, if any.
+    /// Interrupts the statement running now, if any, and ends the waits for locks of
+    /// everything sent so far (a queued `BEGIN` included): the transaction is being abandoned.
     pub(crate) fn interrupt(&self) {
+        self.shared.give_up.fetch_max(self.sent, Ordering::SeqCst);
         if self.shared.running.load(Ordering::SeqCst) != 0 {
             self.shared.interrupt.interrupt();
         }
@@ -750,13 +825,15 @@ impl SqliteConnection {
 struct InterruptOnDrop {
     shared: Arc<Shared>,
     id: u64,
+    seq: u64,
 }
 
 impl InterruptOnDrop {
-    fn new(shared: &Arc<Shared>, id: u64) -> Self {
+    fn new(shared: &Arc<Shared>, id: u64, seq: u64) -> Self {
         Self {
             shared: shared.clone(),
             id,
+            seq,
         }
     }
 
@@ -772,6 +849,7 @@ impl Drop for InterruptOnDrop {
             && s.running.load(Ordering::SeqCst) == self.id
             && (s.autocommit.load(Ordering::SeqCst) || s.read_only.load(Ordering::SeqCst))
         {
+            s.give_up.fetch_max(self.seq, Ordering::SeqCst);
             s.interrupt.interrupt();
         }
     }
@@ -1151,8 +1229,6 @@ fn not_utf8(row: &rusqlite::Row<'_>, i: usize) -> Error {
     ))
 }
 
-/// Converts values to SQLite's storage classes before they are sent to the thread, so that a
-/// value SQLite cannot hold is an error naming its parameter.
 /// The form SQLite stores a value in: text, blob, integer and real values are bound where
 /// they are, without a copy on our side.
 fn to_sqlite(v: &Value) -> std::result::Result<ToSqlOutput<'_>, String> {
@@ -1489,6 +1565,66 @@ mod tests {
         let tx = db.transaction().await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(count().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_stops_waiting_for_a_lock() {
+        use crate::{Database, params};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wait.db");
+        // A busy timeout far longer than the test: only giving up ends the waits early.
+        let url = format!("sqlite:///{}?busy_timeout=30", path.display());
+        let db = Database::new(&url).unwrap();
+        db.connect().await.unwrap();
+        let mut conn = db.connection().await.unwrap();
+        conn.execute("CREATE TABLE t (x INTEGER)", ())
+            .await
+            .unwrap();
+        let insert = "INSERT INTO t (x) VALUES (:x)";
+        let hold = Duration::from_secs(3);
+        let quick = Duration::from_secs(1);
+
+        // A write outside a transaction, cancelled while it waits for another connection's
+        // lock: the connection is free again at once, not when the lock goes.
+        let locker = lock_for(&path, hold);
+        let wait = tokio::time::timeout(
+            Duration::from_millis(100),
+            conn.execute(insert, params! { "x" => 1 }),
+        );
+        assert!(wait.await.is_err(), "the write waited for the lock");
+        let began = Instant::now();
+        let one: Option<i64> = conn.fetch_val("SELECT 1", (), 0).await.unwrap();
+        assert_eq!(one, Some(1));
+        assert!(began.elapsed() < quick, "waited {:?}", began.elapsed());
+        locker.join().unwrap();
+
+        // An abandoned transaction whose queued BEGIN waits for the lock: the same.
+        let locker = lock_for(&path, hold);
+        {
+            let mut tx = conn.transaction().await.unwrap();
+            let wait = tokio::time::timeout(
+                Duration::from_millis(100),
+                tx.execute(insert, params! { "x" => 2 }),
+            );
+            assert!(wait.await.is_err(), "the transaction waited for the lock");
+        }
+        let began = Instant::now();
+        let one: Option<i64> = conn.fetch_val("SELECT 1", (), 0).await.unwrap();
+        assert_eq!(one, Some(1));
+        assert!(began.elapsed() < quick, "waited {:?}", began.elapsed());
+        locker.join().unwrap();
+
+        // Neither write happened, and the connection works as before, waits included.
+        let count = "SELECT count(*) FROM t";
+        let n: Option<i64> = conn.fetch_val(count, (), 0).await.unwrap();
+        assert_eq!(n, Some(0));
+        let locker = lock_for(&path, Duration::from_millis(300));
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute(insert, params! { "x" => 3 }).await.unwrap();
+        tx.commit().await.unwrap();
+        locker.join().unwrap();
+        let n: Option<i64> = conn.fetch_val(count, (), 0).await.unwrap();
+        assert_eq!(n, Some(1));
     }
 
     #[test]
