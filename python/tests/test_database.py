@@ -277,3 +277,20 @@ async def test_large_results_keep_every_row(database_url: str) -> None:
         assert dict(kept) == {"n": 301, "d": 602, "label": "row 301"}
         seen = [r["n"] async for r in database.iterate(query)]
         assert seen == list(range(1, 601))
+
+
+@pytest.mark.asyncio
+async def test_records_are_not_tracked_by_the_cyclic_gc(database_url: str, tables: None) -> None:
+    """A record shows the cyclic GC nothing it holds, so it is not tracked: a large result's
+    allocations set off collections, which would otherwise visit every row."""
+    import gc
+
+    async with Database(database_url) as database:
+        await database.execute(notes.insert(), {"id": 1, "text": "x", "completed": True})
+        rows = await database.fetch_all("SELECT id, text FROM notes")
+        core = await database.fetch_one(notes.select())
+        streamed = [row async for row in database.iterate(notes.select())]
+        assert core is not None and core["completed"] is True
+        assert [tuple(r.values()) for r in rows] == [(1, "x")]
+        for record in [*rows, core, *streamed]:
+            assert not gc.is_tracked(record)

@@ -14,6 +14,8 @@
 //! allocates with mimalloc instead of the system allocator, for ours and the raw drivers
 //! alike.
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

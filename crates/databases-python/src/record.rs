@@ -138,7 +138,7 @@ impl<'py> Builder<'py> {
         at: usize,
     ) -> PyResult<Bound<'py, Record>> {
         let meta = self.meta_for(raw.column_list())?;
-        Bound::new(
+        let record = Bound::new(
             self.py,
             Record {
                 raw,
@@ -146,7 +146,18 @@ impl<'py> Builder<'py> {
                 at,
                 meta,
             },
-        )
+        )?;
+        // PyO3 makes every class a GC type, tracked by the cyclic GC, but a record shows the
+        // GC nothing it holds (it has no `__traverse__`; its converted values sit in blocks
+        // shared with other records), so tracking it finds nothing: it only makes every
+        // collection that a large result's allocations set off visit each record.
+        #[allow(unsafe_code, reason = "PyO3 has no safe API to untrack an object")]
+        // SAFETY: `record` is a live object of a GC type, created tracked just above; PyO3's
+        // dealloc untracks an object only if it is tracked.
+        unsafe {
+            pyo3::ffi::PyObject_GC_UnTrack(record.as_ptr().cast());
+        }
+        Ok(record)
     }
 
     /// Converts all the records of a result into a list. Their converted values share

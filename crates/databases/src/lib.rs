@@ -243,6 +243,10 @@
 //! | `mysql` | no | the MySQL / MariaDB backend (mysql_async; TLS with rustls and ring) |
 //! | `sea-query` | no | query methods take [sea-query](https://docs.rs/sea-query) statements; see [`sea`] |
 
+// The core has no unsafe code, and must keep it that way (the workspace only denies it, so
+// that the Python binding can allow it where PyO3 has no safe API).
+#![forbid(unsafe_code)]
+
 mod backend;
 mod config;
 mod connection;
