@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import decimal
 import enum
+import time
 import typing
 import uuid
 
@@ -212,3 +214,40 @@ async def test_values_are_converted_once_when_first_read(
         assert row.values() == (1, "X", "Y")
         assert dict(row) == {"id": 1, "a": "X", "b": "Y"}
         assert Counted.calls == 2
+
+
+class Slow(sqlalchemy.TypeDecorator):
+    """A result processor that lets go of the interpreter while it works."""
+
+    impl = sqlalchemy.String(20)
+    cache_ok = True
+
+    def process_result_value(self, value: typing.Any, dialect: typing.Any) -> typing.Any:
+        time.sleep(0.02)
+        return [value]
+
+
+slow_metadata = sqlalchemy.MetaData()
+slow = sqlalchemy.Table(
+    "slow_values",
+    slow_metadata,
+    sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+    sqlalchemy.Column("a", Slow()),
+)
+
+
+@pytest.mark.asyncio
+async def test_threads_reading_a_new_field_at_once_get_one_value(
+    database_url: str, create_tables: typing.Callable[[sqlalchemy.MetaData], None]
+) -> None:
+    """Threads that read the same field for the first time at once, while its processor
+    sleeps, all get the one value that is kept (no thread waits on another)."""
+    create_tables(slow_metadata)
+    async with Database(database_url) as database:
+        await database.execute(slow.insert().values(id=1, a="x"))
+        row = await database.fetch_one(slow.select())
+        assert row is not None
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            seen = list(pool.map(lambda _: row["a"], range(4)))
+        assert seen[0] == ["x"]
+        assert all(value is row["a"] for value in seen)

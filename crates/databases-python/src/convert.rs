@@ -295,16 +295,16 @@ fn json_of(obj: &Bound<'_, PyAny>, name: &str, depth: usize) -> PyResult<serde_j
 }
 
 /// Converts a result value to the Python object the upstream drivers return for it.
-pub(crate) fn to_py<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match value {
+pub(crate) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match *value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::UInt(u) => u.into_pyobject(py)?.into_any(),
         Value::Float(f) => PyFloat::new(py, f).into_any(),
         Value::Decimal(d) => d.into_pyobject(py)?,
-        Value::Text(s) => PyString::new(py, &s).into_any(),
-        Value::Bytes(b) => PyBytes::new(py, &b).into_any(),
+        Value::Text(ref s) => PyString::new(py, s).into_any(),
+        Value::Bytes(ref b) => PyBytes::new(py, b).into_any(),
         Value::Date(d) => d.into_pyobject(py)?.into_any(),
         Value::Time(t) => t.into_pyobject(py)?.into_any(),
         Value::TimeTz(t, offset) => {
@@ -323,7 +323,7 @@ pub(crate) fn to_py<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, P
         Value::DateTime(dt) => dt.into_pyobject(py)?.into_any(),
         Value::DateTimeTz(dt) => dt.into_pyobject(py)?.into_any(),
         Value::Uuid(u) => u.into_pyobject(py)?.into_any(),
-        Value::Json(j) => PyString::new(py, &j.to_string()).into_any(),
+        Value::Json(ref j) => PyString::new(py, &j.to_string()).into_any(),
         Value::Interval {
             months,
             days,
@@ -339,7 +339,7 @@ pub(crate) fn to_py<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, P
             let micros = i32::try_from(rest % 1_000_000).unwrap_or(0);
             PyDelta::new(py, days, seconds, micros, true)?.into_any()
         }
-        Value::Array(items) => {
+        Value::Array(ref items) => {
             let list = PyList::empty(py);
             for item in items {
                 list.append(to_py(py, item)?)?;

@@ -101,7 +101,7 @@ fn one_record(
 /// `(rows_affected, last_insert_id, returned)`: what a statement did.
 fn execute_result(result: databases::ExecuteResult) -> PyResult<Py<PyTuple>> {
     Python::attach(|py| {
-        let returned = convert::to_py(py, result.returned)?;
+        let returned = convert::to_py(py, &result.returned)?;
         Ok((result.rows_affected, result.last_insert_id, returned)
             .into_pyobject(py)?
             .unbind())

@@ -191,25 +191,34 @@ impl Record {
                 "record index {i} out of range"
             )));
         }
-        let cached = self.cache[self.at + i].get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-            let value = match &self.raw.values()[i] {
-                databases::Value::Time(t) if self.meta.time_as_delta => {
-                    databases::Value::Interval {
-                        months: 0,
-                        days: 0,
-                        microseconds: i64::from(t.num_seconds_from_midnight()) * 1_000_000
-                            + i64::from(t.nanosecond() / 1000),
-                    }
-                }
-                other => other.clone(),
-            };
-            let v = convert::to_py(py, value)?;
-            Ok(match self.meta.processors.get(i) {
-                Some(Some(process)) if !v.is_none() => process.bind(py).call1((v,))?.unbind(),
-                _ => v.unbind(),
-            })
-        })?;
-        Ok(cached.bind(py).clone())
+        let slot = &self.cache[self.at + i];
+        if let Some(cached) = slot.get(py) {
+            return Ok(cached.bind(py).clone());
+        }
+        // Converted without holding a lock (`PyOnceLock::get_or_try_init` would let go of the
+        // interpreter and take it back around every conversion, so that Python code in a
+        // result processor never waits on a lock another thread holds): two threads reading
+        // the same new field both convert it, and the first one stored wins.
+        let v = match self.raw.values()[i] {
+            databases::Value::Time(t) if self.meta.time_as_delta => convert::to_py(
+                py,
+                &databases::Value::Interval {
+                    months: 0,
+                    days: 0,
+                    microseconds: i64::from(t.num_seconds_from_midnight()) * 1_000_000
+                        + i64::from(t.nanosecond() / 1000),
+                },
+            )?,
+            ref other => convert::to_py(py, other)?,
+        };
+        let v = match self.meta.processors.get(i) {
+            Some(Some(process)) if !v.is_none() => process.bind(py).call1((v,))?,
+            _ => v,
+        };
+        Ok(match slot.set(py, v.clone().unbind()) {
+            Ok(()) => v,
+            Err(_) => slot.get(py).map_or(v, |first| first.bind(py).clone()),
+        })
     }
 
     /// Every value, in column order.
