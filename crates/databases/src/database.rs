@@ -225,6 +225,7 @@ impl Database {
             return Ok(());
         };
         let timeout = self.inner.config.disconnect_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let closed = connected.closing.close(timeout).await;
         if closed > 0 {
             tracing::warn!(
@@ -251,6 +252,9 @@ impl Database {
             }
         }
         drop(connected);
+        // SQLite connections close on their own threads: the file is closed when this returns
+        // (unless a caller still holds a connection past the timeout).
+        self.inner.config.backend.closed(deadline).await;
         tracing::info!(url = %self.inner.config.url, "disconnected from database");
         result
     }

@@ -224,6 +224,17 @@ impl BackendConfig {
         }
     }
 
+    /// Waits, until `deadline` at the latest, for the connections that were dropped to finish
+    /// closing: SQLite closes each on its own thread.
+    pub(crate) async fn closed(&self, deadline: tokio::time::Instant) {
+        #[cfg(feature = "sqlite")]
+        if let Self::Sqlite(c) = self {
+            let _ = tokio::time::timeout_at(deadline, c.threads.ended()).await;
+        }
+        #[cfg(not(feature = "sqlite"))]
+        let _ = deadline;
+    }
+
     /// True for an in-memory SQLite database, which must stay one connection.
     pub(crate) fn in_memory(&self) -> bool {
         match self {

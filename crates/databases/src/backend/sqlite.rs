@@ -146,6 +146,50 @@ pub(crate) struct SqliteConfig {
     synchronous: Option<String>,
     foreign_keys: Option<bool>,
     begin: String,
+    /// The connection threads of this database still running (shared by its clones).
+    pub(crate) threads: Arc<Threads>,
+}
+
+/// Counts the connection threads of one database that are still running, so that
+/// `disconnect` can wait until their connections have closed: then the file is closed and
+/// its WAL checkpointed, and another program (or another copy of SQLite in this process,
+/// such as Python's `sqlite3`) may use it.
+#[derive(Debug, Default)]
+pub(crate) struct Threads {
+    running: AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl Threads {
+    /// Completes when no connection thread is running.
+    pub(crate) async fn ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// Held by a connection thread until its very end, after its connection has closed.
+struct ThreadRunning(Arc<Threads>);
+
+impl ThreadRunning {
+    fn start(threads: &Arc<Threads>) -> Self {
+        threads.running.fetch_add(1, Ordering::SeqCst);
+        Self(threads.clone())
+    }
+}
+
+impl Drop for ThreadRunning {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify_waiters();
+    }
 }
 
 impl SqliteConfig {
@@ -246,6 +290,7 @@ impl SqliteConfig {
             synchronous,
             foreign_keys,
             begin,
+            threads: Arc::default(),
         })
     }
 
@@ -452,9 +497,13 @@ impl SqliteConnection {
         type Opened = (Arc<Shared>, std::sync::Weak<Mutex<rusqlite::Connection>>);
         let (opened_tx, opened_rx) = oneshot::channel::<Result<Opened>>();
         let thread_config = config.clone();
+        // Counted before the thread starts, so that a disconnect right after waits for it.
+        let running = ThreadRunning::start(&config.threads);
         std::thread::Builder::new()
             .name("databases-sqlite".to_owned())
             .spawn(move || {
+                // Declared first, so dropped last: after the connection has closed.
+                let _running = running;
                 let conn = match thread_config.open() {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -1634,6 +1683,45 @@ mod tests {
         assert!(!inserts("UPDATE t SET a = 1"));
         assert!(!inserts("/* insert */ DELETE FROM t"));
         assert!(!inserts(""));
+    }
+
+    /// The files under `dir` that this process has open.
+    #[cfg(target_os = "linux")]
+    fn open_files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn disconnect_returns_once_the_file_is_closed() {
+        use crate::{Database, params};
+        let dir = tempfile::tempdir().unwrap();
+        let dir_path = dir.path().canonicalize().unwrap();
+        let path = dir_path.join("closed.db");
+        let db = Database::new(format!("sqlite:///{}", path.display())).unwrap();
+        for round in 0..20 {
+            db.connect().await.unwrap();
+            db.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)", ())
+                .await
+                .unwrap();
+            // Several pooled connections, each with the file and its WAL open.
+            let writes =
+                (0..4).map(|x| db.execute("INSERT INTO t VALUES (:x)", params! { "x" => x }));
+            futures_util::future::try_join_all(writes).await.unwrap();
+            assert!(!open_files_under(&dir_path).is_empty());
+            db.disconnect().await.unwrap();
+            let open = open_files_under(&dir_path);
+            assert!(open.is_empty(), "round {round}: still open: {open:?}");
+        }
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 80);
     }
 
     #[tokio::test]
