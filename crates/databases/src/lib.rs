@@ -200,6 +200,10 @@
 //! (for PgBouncer in transaction mode), `application_name`, `connect_timeout` and
 //! `command_timeout` (seconds), and `host=/run/postgresql` for a unix socket. `execute`
 //! returns the first column of the first row the statement returns (`RETURNING id`).
+//! `execute_many` turns `INSERT ... VALUES (...)` (nothing after the tuple) into multi-row
+//! inserts of up to 1,000 rows, and sends any other statement once per row, pipelined; both
+//! in one round trip's worth of messages. A `FOR EACH STATEMENT` trigger on the table then
+//! fires once per multi-row insert, not once per row.
 //!
 //! Types decoded: bool, int2/4/8, oid, float4/8, numeric ([`Value::Decimal`], or its exact text
 //! beyond 28 digits), text, varchar, char, name, citext, enums (text), bytea, date, time,

@@ -207,6 +207,57 @@ async fn execute_many_inserts_all_rows_or_none() {
 }
 
 #[tokio::test]
+async fn execute_many_keeps_every_row_across_batches() {
+    // More rows than one multi-row INSERT holds (1,000 on the servers), with a name used
+    // twice in the tuple, once inside an expression.
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate(
+            "api_batches",
+            "id INTEGER PRIMARY KEY, name VARCHAR(20), twice INTEGER, score DOUBLE PRECISION",
+        )
+        .await;
+        let insert = "INSERT INTO api_batches (id, name, twice, score) \
+                      VALUES (:id, :name, :id * 2, :score)";
+        let rows = (0..2_345).map(|i: i64| {
+            #[allow(clippy::cast_precision_loss, reason = "small")]
+            let score = i as f64 / 2.0;
+            params! { "id" => i, "name" => format!("n{i}"), "score" => score }
+        });
+        assert_eq!(t.execute_many(insert, rows).await.unwrap(), 2_345, "{l}");
+        let all = t
+            .fetch_all(
+                "SELECT id, name, twice, score FROM api_batches ORDER BY id",
+                (),
+            )
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2_345, "{l}");
+        for (i, row) in (0..).zip(&all) {
+            let (id, name, twice, score): (i64, String, i64, f64) = (
+                row.get(0).unwrap(),
+                row.get(1).unwrap(),
+                row.get(2).unwrap(),
+                row.get(3).unwrap(),
+            );
+            #[allow(clippy::cast_precision_loss, reason = "small")]
+            let expected = (i, format!("n{i}"), 2 * i, i as f64 / 2.0);
+            assert_eq!((id, name, twice, score), expected, "{l}");
+        }
+
+        // A duplicate key in the last batch: no row of any batch stays.
+        t.execute("DELETE FROM api_batches", ()).await.unwrap();
+        let rows = (0..2_100).map(|i: i64| {
+            let id = if i == 2_050 { 7 } else { i };
+            params! { "id" => id, "name" => "x", "score" => 1.0 }
+        });
+        let e = t.execute_many(insert, rows).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{l}: {e}");
+        assert_eq!(t.count("api_batches").await, 0, "{l}");
+    }
+}
+
+#[tokio::test]
 async fn execute_result_reports_affected_rows() {
     for t in common::databases().await {
         let l = &t.label;

@@ -45,6 +45,53 @@ pub(crate) fn convert_values<T>(
         .collect()
 }
 
+/// For `INSERT ... VALUES (?, ?)` (nothing after the tuple but blanks or `;`), the text up to
+/// and including `VALUES ` and the tuple `(?, ?)`: `execute_many` sends such a statement with
+/// many tuples. `None` for anything else, and for a tuple holding quoted text (kept simple).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn split_values_clause(sql: &str) -> Option<(&str, &str)> {
+    let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
+    if !trimmed.get(..6)?.eq_ignore_ascii_case("insert")
+        && !trimmed.get(..7)?.eq_ignore_ascii_case("replace")
+    {
+        return None;
+    }
+    if !trimmed.ends_with(')') {
+        return None;
+    }
+    // The tuple: from the `(` matching the final `)`.
+    let bytes = trimmed.as_bytes();
+    let mut depth = 0i32;
+    let mut open = None;
+    for (i, b) in bytes.iter().enumerate().rev() {
+        match b {
+            b')' => depth += 1,
+            b'(' => {
+                depth -= 1;
+                if depth == 0 {
+                    open = Some(i);
+                    break;
+                }
+            }
+            b'\'' | b'"' | b'`' => return None,
+            _ => {}
+        }
+    }
+    let open = open?;
+    let before = trimmed[..open].trim_end();
+    let start = before.len().checked_sub(6)?;
+    let keyword = before.get(start..)?;
+    // The keyword itself, not the end of a name such as `f_values`.
+    let word_before = before[..start]
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    if !keyword.eq_ignore_ascii_case("values") || word_before {
+        return None;
+    }
+    Some((&trimmed[..open], &trimmed[open..]))
+}
+
 /// The values of each row of an `execute_many`, in placeholder order; errors name the row.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn bound_rows(rows: Vec<NamedParams>, names: &[String]) -> Result<Vec<Vec<Value>>> {
@@ -529,6 +576,41 @@ mod tests {
             abandoned.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap()
+    }
+
+    #[test]
+    fn values_clauses() {
+        assert_eq!(
+            super::split_values_clause("INSERT INTO t (a, b) VALUES (?, ?)"),
+            Some(("INSERT INTO t (a, b) VALUES ", "(?, ?)"))
+        );
+        assert_eq!(
+            super::split_values_clause("insert into t values(?, now());"),
+            Some(("insert into t values", "(?, now())"))
+        );
+        assert_eq!(
+            super::split_values_clause("INSERT INTO t (a) SELECT ? FROM dual"),
+            None
+        );
+        assert_eq!(
+            super::split_values_clause(
+                "INSERT INTO t (a) VALUES (?) ON DUPLICATE KEY UPDATE a = a"
+            ),
+            None
+        );
+        assert_eq!(super::split_values_clause("UPDATE t SET a = ?"), None);
+        assert_eq!(
+            super::split_values_clause("INSERT INTO t (a) SELECT a FROM f_values(?)"),
+            None
+        );
+        assert_eq!(
+            super::split_values_clause("INSERT INTO t(a)VALUES($1::int)"),
+            Some(("INSERT INTO t(a)VALUES", "($1::int)"))
+        );
+        assert_eq!(
+            super::split_values_clause("INSERT INTO t (a) VALUES ('x', ?)"),
+            None
+        );
     }
 
     #[test]

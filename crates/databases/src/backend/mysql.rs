@@ -499,7 +499,7 @@ async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Res
             .map_err(map_error)?;
         return Ok(conn.affected_rows());
     }
-    let Some((head, tuple)) = split_values_clause(sql).filter(|_| width > 0) else {
+    let Some((head, tuple)) = super::split_values_clause(sql).filter(|_| width > 0) else {
         let mut total = 0;
         for (i, row) in rows.into_iter().enumerate() {
             conn.exec_drop(sql, Params::Positional(row))
@@ -534,45 +534,6 @@ async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Res
 fn with_row(e: Error, row: usize) -> Error {
     let message = format!("row {row}: {e}");
     Error::new(e.kind(), message).with_source(e)
-}
-
-/// For `INSERT ... VALUES (?, ?)` (nothing after the tuple but blanks or `;`), the text up to
-/// and including `VALUES ` and the tuple `(?, ?)`.
-fn split_values_clause(sql: &str) -> Option<(&str, &str)> {
-    let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
-    if !trimmed.get(..6)?.eq_ignore_ascii_case("insert")
-        && !trimmed.get(..7)?.eq_ignore_ascii_case("replace")
-    {
-        return None;
-    }
-    if !trimmed.ends_with(')') {
-        return None;
-    }
-    // The tuple: from the `(` matching the final `)`.
-    let bytes = trimmed.as_bytes();
-    let mut depth = 0i32;
-    let mut open = None;
-    for (i, b) in bytes.iter().enumerate().rev() {
-        match b {
-            b')' => depth += 1,
-            b'(' => {
-                depth -= 1;
-                if depth == 0 {
-                    open = Some(i);
-                    break;
-                }
-            }
-            b'\'' | b'"' | b'`' => return None, // quoted text in the tuple: keep it simple
-            _ => {}
-        }
-    }
-    let open = open?;
-    let before = trimmed[..open].trim_end();
-    let keyword = before.get(before.len().checked_sub(6)?..)?;
-    if !keyword.eq_ignore_ascii_case("values") {
-        return None;
-    }
-    Some((&trimmed[..open], &trimmed[open..]))
 }
 
 fn columns_of(meta: &[Column]) -> Arc<Columns> {
@@ -871,31 +832,6 @@ mod tests {
         assert!(!ends_connection(
             &Error::new(ErrorKind::UniqueViolation, "dup").with_db("1062", "dup")
         ));
-    }
-
-    #[test]
-    fn values_clauses() {
-        assert_eq!(
-            split_values_clause("INSERT INTO t (a, b) VALUES (?, ?)"),
-            Some(("INSERT INTO t (a, b) VALUES ", "(?, ?)"))
-        );
-        assert_eq!(
-            split_values_clause("insert into t values(?, now());"),
-            Some(("insert into t values", "(?, now())"))
-        );
-        assert_eq!(
-            split_values_clause("INSERT INTO t (a) SELECT ? FROM dual"),
-            None
-        );
-        assert_eq!(
-            split_values_clause("INSERT INTO t (a) VALUES (?) ON DUPLICATE KEY UPDATE a = a"),
-            None
-        );
-        assert_eq!(split_values_clause("UPDATE t SET a = ?"), None);
-        assert_eq!(
-            split_values_clause("INSERT INTO t (a) VALUES ('x', ?)"),
-            None
-        );
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! column works). `?statement_cache=false` prepares every statement anew, for PgBouncer in
 //! transaction mode. Rows are decoded at run time from the binary protocol into [`Value`].
 //!
+//! `execute_many` of a plain `INSERT ... VALUES (...)` sends multi-row inserts of up to
+//! [`BATCH_ROWS`] rows, the tuple copied with its placeholders numbered on; anything else is
+//! sent once per row. Either way every statement goes at once (tokio-postgres pipelines
+//! them), inside a transaction or savepoint.
+//!
 //! Cancellation: an operation whose future is dropped while the server works on it poisons
 //! the connection (it refuses further use and the pool discards it) and sends the server a
 //! cancel request, so the query stops. A dropped transaction leaves a pending rollback that
@@ -50,6 +55,10 @@ pub(crate) const OPTIONS: &[&str] = &[
 ];
 
 const STATEMENT_CACHE: usize = 256;
+/// Rows per multi-row INSERT in `execute_many`.
+const BATCH_ROWS: usize = 1000;
+/// PostgreSQL's limit on the parameters of one statement.
+const MAX_PARAMETERS: usize = 65_535;
 
 /// How many cancel requests an abandoned statement gets at most (about 12 s of pauses).
 const ABANDON_CANCELS: usize = 12;
@@ -515,16 +524,36 @@ impl PgConnection {
         rows: Vec<Vec<Value>>,
     ) -> Result<u64> {
         self.run(async move |this| {
-            let stmt = this.statement(&query.sql).await?;
-            let queries: Vec<BoundQuery> = rows
-                .into_iter()
-                .map(|values| BoundQuery { values, ..query.clone() })
-                .collect();
-            let bound = queries
+            // A plain `INSERT ... VALUES (...)` goes as multi-row INSERTs of up to
+            // `BATCH_ROWS` rows; anything else once per row. Each (statement, values) is sent
+            // at once below.
+            let width = query.names.len();
+            let mut sends: Vec<(Statement, Vec<Value>, String)> = Vec::new();
+            if let Some((head, tuple)) = super::split_values_clause(&query.sql)
+                .filter(|(head, tuple)| width > 0 && numbers_all_placeholders(head, tuple, width))
+            {
+                let per_batch = BATCH_ROWS.min(MAX_PARAMETERS / width).max(1);
+                let mut rows = rows.into_iter().peekable();
+                let mut first = 0;
+                while rows.peek().is_some() {
+                    let batch: Vec<Vec<Value>> = rows.by_ref().take(per_batch).collect();
+                    let sql = multi_row_insert(head, tuple, width, batch.len());
+                    let stmt = this.statement(&sql).await?;
+                    let at = format!("rows {first} to {}", first + batch.len() - 1);
+                    first += batch.len();
+                    sends.push((stmt, batch.into_iter().flatten().collect(), at));
+                }
+            } else {
+                let stmt = this.statement(&query.sql).await?;
+                for (i, values) in rows.into_iter().enumerate() {
+                    sends.push((stmt.clone(), values, format!("row {i}")));
+                }
+            }
+            let bound = sends
                 .iter()
-                .enumerate()
-                .map(|(i, q)| {
-                    bind_params(&stmt, q).map_err(|e| Error::new(e.kind(), format!("row {i}: {e}")))
+                .map(|(stmt, values, at)| {
+                    bind_values(stmt, values, &query.names)
+                        .map_err(|e| Error::new(e.kind(), format!("{at}: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
             // Every statement is sent at once (tokio-postgres pipelines concurrent requests)
@@ -541,7 +570,10 @@ impl PgConnection {
             let client = &this.client;
             let begin = client.batch_execute(open);
             let inserts = futures_util::future::try_join_all(
-                bound.iter().map(|params| client.execute_raw(&stmt, params.iter())),
+                sends
+                    .iter()
+                    .zip(&bound)
+                    .map(|((stmt, _, _), params)| client.execute_raw(stmt, params.iter())),
             );
             let (began, counts) = futures_util::future::join(begin, inserts).await;
             began.map_err(map_error)?;
@@ -686,24 +718,83 @@ fn columns_of(stmt: &Statement) -> Arc<Columns> {
 }
 
 fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgParam<'q>>> {
+    bind_values(stmt, &query.values, &query.names)
+}
+
+/// Pairs `values` with their parameter names (`names` again for each further row of a
+/// multi-row statement), checking their number against the statement's placeholders.
+fn bind_values<'q>(
+    stmt: &Statement,
+    values: &'q [Value],
+    names: &'q [String],
+) -> Result<Vec<PgParam<'q>>> {
     let types = stmt.params();
-    if types.len() != query.values.len() {
+    if types.len() != values.len() {
         return Err(Error::new(
             ErrorKind::InvalidParameter,
             format!(
                 "the statement has {} parameter placeholder(s) but {} value(s) were bound; \
                  write parameters as :name",
                 types.len(),
-                query.values.len()
+                values.len()
             ),
         ));
     }
-    Ok(query
-        .values
+    Ok(values
         .iter()
-        .zip(query.names.iter())
+        .zip(names.iter().cycle())
         .map(|(value, name)| PgParam { value, name })
         .collect())
+}
+
+/// True when the placeholders of an `INSERT ... VALUES` are `$1` to `$width`, all in its
+/// tuple (none before `VALUES`): then copies of the tuple can be numbered on.
+fn numbers_all_placeholders(head: &str, tuple: &str, width: usize) -> bool {
+    // Every `$` of the tuple starts a placeholder (no `$tag$` quoting to renumber inside).
+    let only_placeholders = tuple
+        .split('$')
+        .skip(1)
+        .all(|after| after.starts_with(|c: char| c.is_ascii_digit()));
+    let mut seen = vec![false; width];
+    for n in placeholders(tuple) {
+        match n.checked_sub(1).and_then(|i| seen.get_mut(i)) {
+            Some(slot) => *slot = true,
+            None => return false,
+        }
+    }
+    only_placeholders && placeholders(head).next().is_none() && seen.iter().all(|s| *s)
+}
+
+/// The numbers of the `$n` placeholders in `sql`, in order.
+fn placeholders(sql: &str) -> impl Iterator<Item = usize> + '_ {
+    sql.split('$').skip(1).filter_map(|after| {
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        after[..digits].parse().ok()
+    })
+}
+
+/// `head` followed by `rows` copies of `tuple`, the placeholders of copy `r` numbered on from
+/// those before it (`$1` becomes `$(1 + r * width)`).
+fn multi_row_insert(head: &str, tuple: &str, width: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 8));
+    sql.push_str(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let mut rest = tuple;
+        while let Some(at) = rest.find('$') {
+            sql.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if let Ok(n) = rest[..digits].parse::<usize>() {
+                sql.push_str(&(n + r * width).to_string());
+                rest = &rest[digits..];
+            }
+        }
+        sql.push_str(rest);
+    }
+    sql
 }
 
 /// Appends the values of `row` to `values`.
@@ -1323,6 +1414,32 @@ fn map_error(e: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_inserts_number_their_placeholders_on() {
+        let head = "INSERT INTO t (a, b, c) VALUES ";
+        let tuple = "($1, $2 + $1, CAST($3 AS float8))";
+        assert!(numbers_all_placeholders(head, tuple, 3));
+        assert_eq!(
+            multi_row_insert(head, tuple, 3, 3),
+            "INSERT INTO t (a, b, c) VALUES ($1, $2 + $1, CAST($3 AS float8)), \
+             ($4, $5 + $4, CAST($6 AS float8)), ($7, $8 + $7, CAST($9 AS float8))"
+        );
+        // Placeholders outside the tuple, a gap, or dollar quoting: one row at a time.
+        assert!(!numbers_all_placeholders(
+            "INSERT INTO t_$1 VALUES ",
+            "($2)",
+            2
+        ));
+        assert!(!numbers_all_placeholders(head, "($1, $3)", 3));
+        assert!(!numbers_all_placeholders(head, "($1, $$x$$)", 1));
+        assert!(!numbers_all_placeholders(head, "($1, $4)", 3));
+        assert!(numbers_all_placeholders(head, "($2, $1)", 2));
+        assert_eq!(
+            placeholders("$1, $22::int, $x").collect::<Vec<_>>(),
+            [1, 22]
+        );
+    }
 
     #[test]
     fn oid_constants_are_the_types_oids() {
