@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use futures_util::{StreamExt, TryStreamExt};
 
 use crate::backend::{BoundQuery, Keep};
 use crate::error::{Error, Result};
@@ -77,8 +77,7 @@ async fn guarded<T>(closing: &Closing, op: impl Future<Output = Result<T>>) -> R
     }
 }
 
-/// `rows`, ended by an error if `disconnect` closes the connection first. The wait for the
-/// close is set up once for the whole stream, not once per row.
+/// `rows`, ended by an error if `disconnect` closes the connection first.
 fn guarded_stream<'a>(
     closing: Arc<Closing>,
     rows: BoxStream<'a, Result<Record>>,
@@ -87,17 +86,52 @@ fn guarded_stream<'a>(
         let closing = closing.clone();
         Box::pin(async move { closing.closed().await })
     };
-    Box::pin(futures_util::stream::unfold(
-        Some((rows, closed, closing)),
-        |state| async move {
-            let (mut rows, mut closed, closing) = state?;
-            tokio::select! {
-                biased;
-                () = &mut closed => Some((Err(closing.error()), None)),
-                item = rows.next() => Some((item?, Some((rows, closed, closing)))),
+    Box::pin(Guarded {
+        rows: Some(rows),
+        closed,
+        closing,
+    })
+}
+
+/// See [`guarded_stream`]. A row that is ready costs one atomic load for the check; the wait
+/// for the close is polled only when the rows are not ready, so that it can wake the stream.
+struct Guarded<'a> {
+    /// `None` once the stream has ended.
+    rows: Option<BoxStream<'a, Result<Record>>>,
+    closed: BoxFuture<'static, ()>,
+    closing: Arc<Closing>,
+}
+
+impl futures_core::Stream for Guarded<'_> {
+    type Item = Result<Record>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(rows) = this.rows.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let closed = if this.closing.is_closed() {
+            true
+        } else {
+            match rows.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
+                Poll::Ready(None) => {
+                    this.rows = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => this.closed.as_mut().poll(cx).is_ready(),
             }
-        },
-    ))
+        };
+        if closed {
+            this.rows = None;
+            return Poll::Ready(Some(Err(this.closing.error())));
+        }
+        Poll::Pending
+    }
 }
 
 impl Connection {

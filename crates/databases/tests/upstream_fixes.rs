@@ -182,6 +182,14 @@ async fn disconnect_is_bounded_and_held_connections_get_a_clear_error() {
         let l = &t.label;
         t.connect().await.unwrap();
         let mut idle = t.connection().await.unwrap();
+        // A stream with rows left to read when disconnect closes its connection.
+        let mut streaming = t.connection().await.unwrap();
+        let mut rows = streaming.iterate(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) \
+             SELECT n FROM s",
+            (),
+        );
+        assert!(rows.try_next().await.unwrap().is_some(), "{l}");
         let db = t.db.clone();
         let slow = t.slow_query();
         let busy = tokio::spawn(async move {
@@ -208,6 +216,13 @@ async fn disconnect_is_bounded_and_held_connections_get_a_clear_error() {
         let e = idle.fetch_one("SELECT 1", ()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotConnected, "{l}: {e}");
         drop(idle);
+        // The stream ends with the same error, even with rows already buffered, and then
+        // ends.
+        let e = rows.try_next().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotConnected, "{l}: {e}");
+        assert!(rows.try_next().await.unwrap().is_none(), "{l}");
+        drop(rows);
+        drop(streaming);
         let e = t.fetch_one("SELECT 1", ()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotConnected, "{l}: {e}");
 

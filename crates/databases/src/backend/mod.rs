@@ -101,6 +101,47 @@ fn bound_rows(rows: Vec<NamedParams>, names: &[String]) -> Result<Vec<Vec<Value>
         .collect()
 }
 
+/// The records of a result that a producer sends in chunks, one at a time: SQLite's
+/// connection thread and MySQL's reading task fill the channel.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<Record>>>,
+    buffer: std::vec::IntoIter<Record>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+impl Chunks {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<Result<Vec<Record>>>) -> Self {
+        Self {
+            rx,
+            buffer: Vec::new().into_iter(),
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+impl futures_core::Stream for Chunks {
+    type Item = Result<Record>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(record) = self.buffer.next() {
+                return Poll::Ready(Some(Ok(record)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => self.buffer = chunk.into_iter(),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 /// Marks a server connection poisoned while an operation is in flight. Dropped before
 /// [`InFlight::done`] (its future was dropped), the connection stays poisoned, so the pool
 /// discards it, and `abandon` runs to stop the statement on the server.

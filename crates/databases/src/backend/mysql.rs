@@ -465,20 +465,7 @@ impl MyConnection {
                 Some(Ok(false)) | None => drop(guard),
             }
         });
-        Ok(Box::pin(futures_util::stream::unfold(
-            (rx, Vec::new().into_iter()),
-            |(mut rx, mut buffer)| async move {
-                loop {
-                    if let Some(record) = buffer.next() {
-                        return Some((Ok(record), (rx, buffer)));
-                    }
-                    match rx.recv().await? {
-                        Ok(chunk) => buffer = chunk.into_iter(),
-                        Err(e) => return Some((Err(e), (rx, buffer))),
-                    }
-                }
-            },
-        )))
+        Ok(Box::pin(super::Chunks::new(rx)))
     }
 
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {

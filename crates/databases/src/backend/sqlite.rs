@@ -784,8 +784,7 @@ impl SqliteConnection {
         let seq = self.sent;
         match sent {
             Ok(id) => Box::pin(SqliteRows {
-                rx,
-                buffer: Vec::new().into_iter(),
+                chunks: super::Chunks::new(rx),
                 guard: Some(InterruptOnDrop::new(&self.shared, id, seq)),
             }),
             Err(e) => Box::pin(futures_util::stream::once(async { Err(e) })),
@@ -904,10 +903,10 @@ impl Drop for InterruptOnDrop {
     }
 }
 
-/// The rows of an `iterate`, arriving in chunks from the connection thread.
+/// The rows of an `iterate`, arriving in chunks from the connection thread; the statement is
+/// interrupted if the stream is dropped before its end.
 struct SqliteRows {
-    rx: tokio_mpsc::Receiver<Result<Vec<Record>>>,
-    buffer: std::vec::IntoIter<Record>,
+    chunks: super::Chunks,
     guard: Option<InterruptOnDrop>,
 }
 
@@ -918,22 +917,13 @@ impl futures_core::Stream for SqliteRows {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(record) = self.buffer.next() {
-                return Poll::Ready(Some(Ok(record)));
-            }
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(chunk))) => self.buffer = chunk.into_iter(),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => {
-                    if let Some(g) = self.guard.take() {
-                        g.disarm();
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+        let next = std::pin::Pin::new(&mut self.chunks).poll_next(cx);
+        if let Poll::Ready(None) = next
+            && let Some(g) = self.guard.take()
+        {
+            g.disarm();
         }
+        next
     }
 }
 
