@@ -157,15 +157,7 @@ impl Closing {
 
     /// Completes once the database closes its connections.
     pub(crate) async fn closed(&self) {
-        loop {
-            let changed = self.closing.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            changed.await;
-        }
+        wait_until(&self.closing, || self.is_closed()).await;
     }
 
     /// The error of an operation on a connection that disconnect closed.
@@ -183,17 +175,7 @@ impl Closing {
     /// Waits up to `timeout` for every held connection to be dropped, then closes those
     /// still held; returns how many that was.
     pub(crate) async fn close(&self, timeout: Duration) -> usize {
-        let all_back = async {
-            loop {
-                let changed = self.returned.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if self.held.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                changed.await;
-            }
-        };
+        let all_back = wait_until(&self.returned, || self.held.load(Ordering::SeqCst) == 0);
         if tokio::time::timeout(timeout, all_back).await.is_ok() {
             return 0;
         }
@@ -201,6 +183,20 @@ impl Closing {
         self.closed.store(true, Ordering::SeqCst);
         self.closing.notify_waiters();
         self.held.load(Ordering::SeqCst)
+    }
+}
+
+/// Completes once `done()` holds, checking it again after each notification of `changed`
+/// (one sent between the check and the wait is not lost).
+pub(crate) async fn wait_until(changed: &Notify, done: impl Fn() -> bool) {
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
     }
 }
 

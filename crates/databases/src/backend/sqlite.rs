@@ -163,15 +163,7 @@ pub(crate) struct Threads {
 impl Threads {
     /// Completes when no connection thread is running.
     pub(crate) async fn ended(&self) {
-        loop {
-            let ended = self.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if self.running.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            ended.await;
-        }
+        crate::pool::wait_until(&self.ended, || self.running.load(Ordering::SeqCst) == 0).await;
     }
 }
 
