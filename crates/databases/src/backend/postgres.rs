@@ -528,7 +528,8 @@ impl PgConnection {
             // `BATCH_ROWS` rows; anything else once per row. Each (statement, values) is sent
             // at once below.
             let width = query.names.len();
-            let mut sends: Vec<(Statement, Vec<Value>, String)> = Vec::new();
+            // (statement, values, first row, rows): the rows are named only in an error.
+            let mut sends: Vec<(Statement, Vec<Value>, usize, usize)> = Vec::new();
             if let Some((head, tuple)) = super::split_values_clause(&query.sql)
                 .filter(|(head, tuple)| width > 0 && numbers_all_placeholders(head, tuple, width))
             {
@@ -539,21 +540,26 @@ impl PgConnection {
                     let batch: Vec<Vec<Value>> = rows.by_ref().take(per_batch).collect();
                     let sql = multi_row_insert(head, tuple, width, batch.len());
                     let stmt = this.statement(&sql).await?;
-                    let at = format!("rows {first} to {}", first + batch.len() - 1);
-                    first += batch.len();
-                    sends.push((stmt, batch.into_iter().flatten().collect(), at));
+                    let count = batch.len();
+                    sends.push((stmt, batch.into_iter().flatten().collect(), first, count));
+                    first += count;
                 }
             } else {
                 let stmt = this.statement(&query.sql).await?;
                 for (i, values) in rows.into_iter().enumerate() {
-                    sends.push((stmt.clone(), values, format!("row {i}")));
+                    sends.push((stmt.clone(), values, i, 1));
                 }
             }
             let bound = sends
                 .iter()
-                .map(|(stmt, values, at)| {
-                    bind_values(stmt, values, &query.names)
-                        .map_err(|e| Error::new(e.kind(), format!("{at}: {e}")))
+                .map(|(stmt, values, first, count)| {
+                    bind_values(stmt, values, &query.names).map_err(|e| {
+                        let at = match count {
+                            1 => format!("row {first}"),
+                            _ => format!("rows {first} to {}", first + count - 1),
+                        };
+                        Error::new(e.kind(), format!("{at}: {e}"))
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             // Every statement is sent at once (tokio-postgres pipelines concurrent requests)
@@ -573,7 +579,7 @@ impl PgConnection {
                 sends
                     .iter()
                     .zip(&bound)
-                    .map(|((stmt, _, _), params)| client.execute_raw(stmt, params.iter())),
+                    .map(|((stmt, ..), params)| client.execute_raw(stmt, params.iter())),
             );
             let (began, counts) = futures_util::future::join(begin, inserts).await;
             began.map_err(map_error)?;
@@ -767,10 +773,16 @@ fn numbers_all_placeholders(head: &str, tuple: &str, width: usize) -> bool {
 
 /// The numbers of the `$n` placeholders in `sql`, in order.
 fn placeholders(sql: &str) -> impl Iterator<Item = usize> + '_ {
-    sql.split('$').skip(1).filter_map(|after| {
-        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        after[..digits].parse().ok()
-    })
+    sql.split('$')
+        .skip(1)
+        .filter_map(|after| leading_number(after).map(|(n, _)| n))
+}
+
+/// The number `text` starts with, and the text after it.
+fn leading_number(text: &str) -> Option<(usize, &str)> {
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let n = text[..digits].parse().ok()?;
+    Some((n, &text[digits..]))
 }
 
 /// `head` followed by `rows` copies of `tuple`, the placeholders of copy `r` numbered on from
@@ -786,10 +798,9 @@ fn multi_row_insert(head: &str, tuple: &str, width: usize, rows: usize) -> Strin
         while let Some(at) = rest.find('$') {
             sql.push_str(&rest[..=at]);
             rest = &rest[at + 1..];
-            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            if let Ok(n) = rest[..digits].parse::<usize>() {
+            if let Some((n, after)) = leading_number(rest) {
                 sql.push_str(&(n + r * width).to_string());
-                rest = &rest[digits..];
+                rest = after;
             }
         }
         sql.push_str(rest);
