@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from conftest import slow_query
 from databases import Database
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,3 +110,80 @@ def test_a_loop_that_stops_and_resumes_gets_its_wakes(database_url: str) -> None
         assert task.result() == 7
     finally:
         loop.close()
+
+
+@pytest.mark.asyncio
+async def test_an_operation_is_awaited_once(database_url: str) -> None:
+    async with Database(database_url) as database:
+        operation = database._native.fetch_one("SELECT 1 AS one")
+        assert (await operation)[0] == 1
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await operation
+
+
+@pytest.mark.asyncio
+async def test_an_operation_runs_as_a_task_of_its_own(database_url: str) -> None:
+    # The compiled module's operations have send/throw/close, like a coroutine: code that
+    # hands one to asyncio.create_task or gather (as with upstream's drivers) works.
+    async with Database(database_url) as database:
+        task = asyncio.create_task(database._native.fetch_one("SELECT 2 AS two"))
+        assert (await task)[0] == 2
+        first, second = await asyncio.gather(
+            database._native.fetch_one("SELECT 3"), database._native.fetch_one("SELECT 4")
+        )
+        assert (first[0], second[0]) == (3, 4)
+
+
+@pytest.mark.asyncio
+async def test_throwing_into_an_operation_stops_it(database_url: str) -> None:
+    async with Database(database_url) as database:
+        steps = database._native.fetch_one(slow_query(database_url)).__await__()
+        assert isinstance(next(steps), asyncio.Future)  # waiting for the slow query
+        started = time.monotonic()
+        with pytest.raises(KeyError, match="stop"):
+            steps.throw(KeyError("stop"))
+        with pytest.raises(RuntimeError, match="already awaited"):
+            next(steps)
+        # The abandoned statement is stopped, and the pool serves the next query at once.
+        assert int(await database.fetch_val("SELECT 5")) == 5
+        assert time.monotonic() - started < 10
+
+
+def test_wakes_on_the_loop_thread_skip_call_soon_threadsafe(database_url: str) -> None:
+    # A finished operation completes the future its task waits on directly, on the loop's
+    # thread: no self-pipe write and no extra turn of the loop per await.
+    loop = asyncio.new_event_loop()
+    calls = 0
+    original = loop.call_soon_threadsafe
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def main() -> int:
+        async with Database(database_url) as database:
+            loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+            suspended = 0
+            for i in range(20):
+                # Stepped by hand, as a task steps it, to count the suspensions.
+                steps = database._native.execute(f"SELECT {i}").__await__()
+                while True:
+                    try:
+                        yielded = steps.send(None)
+                    except StopIteration:
+                        break
+                    suspended += 1
+                    assert isinstance(yielded, asyncio.Future)
+                    yielded._asyncio_future_blocking = False  # taken, as a task takes it
+                    await yielded
+            loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+            return suspended
+
+    try:
+        suspended = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    if suspended == 0:
+        pytest.skip("every statement finished in its first step here (no wake to check)")
+    assert calls == 0

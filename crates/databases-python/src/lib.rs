@@ -8,7 +8,9 @@
 //!
 //! ## The async bridge
 //!
-//! Every operation is a PyO3 `async fn`: asyncio drives the returned coroutine itself. On
+//! Every operation returns an [`awaitable::Awaitable`], which asyncio drives as it drives a
+//! coroutine (a PyO3 `async fn` would do the same, but completes each wait through
+//! `call_soon_threadsafe`, a self-pipe write and one more turn of the loop). On
 //! PostgreSQL the work runs as a task on a shared tokio runtime and the coroutine awaits its
 //! `JoinHandle`; on MySQL/MariaDB and SQLite the core's future is polled on the loop's own
 //! thread, inside the runtime's context (see `drive_here` in `native`). Either way, each
@@ -18,10 +20,11 @@
 //! GIL anyway, runs the wakers (see `LoopChannel`). Taking the GIL from a tokio thread
 //! would wake the loop's thread twice (its selector, then the GIL's hand-over) and create
 //! a Python thread state each time. When the awaiting Python task is cancelled the
-//! coroutine is dropped, which aborts the tokio task; the core then treats the operation as
+//! awaitable drops its operation, which aborts the tokio task; the core then treats it as
 //! abandoned (it stops the statement and keeps the connection out of the pool, or brings it
 //! back clean).
 
+mod awaitable;
 mod convert;
 mod errors;
 mod native;

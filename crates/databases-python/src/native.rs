@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 
+use crate::awaitable::Awaitable;
 use crate::record::{Builder, Spec};
 use crate::{convert, run, run_here, run_on, runtime};
 
@@ -243,84 +244,88 @@ impl NativeDatabase {
     }
 
     /// Opens the pool (and its `min_size` connections).
-    async fn connect(&self) -> PyResult<()> {
+    fn connect(&self) -> Awaitable {
         let db = self.db.clone();
-        run(async move { db.connect().await }).await
+        Awaitable::new(run(async move { db.connect().await }))
     }
 
     /// Closes the pool.
-    async fn disconnect(&self) -> PyResult<()> {
+    fn disconnect(&self) -> Awaitable {
         let db = self.db.clone();
-        run(async move { db.disconnect().await }).await
+        Awaitable::new(run(async move { db.disconnect().await }))
     }
 
     /// Takes a connection from the pool.
-    async fn acquire(&self) -> PyResult<NativeConnection> {
-        let db = self.db.clone();
+    fn acquire(&self) -> Awaitable {
+        let (db, mysql) = (self.db.clone(), self.mysql);
         let here = drive_here(db.backend());
-        let conn = run_on(here, async move { db.connection().await }).await?;
-        Ok(NativeConnection {
-            slot: Arc::new(Held::new(conn)),
-            mysql: self.mysql,
+        Awaitable::new(async move {
+            let conn = run_on(here, async move { db.connection().await }).await?;
+            Ok(NativeConnection {
+                slot: Arc::new(Held::new(conn)),
+                mysql,
+            })
         })
     }
 
     /// Takes a connection from the pool and starts a transaction on it, in one call (one
     /// hand-over between Python and the runtime instead of two).
     #[pyo3(signature = (isolation = None, readonly = false, deferrable = false))]
-    async fn acquire_begin(
+    fn acquire_begin(
         &self,
         isolation: Option<String>,
         readonly: bool,
         deferrable: bool,
-    ) -> PyResult<NativeConnection> {
+    ) -> PyResult<Awaitable> {
         let options = transaction_options(isolation, readonly, deferrable)?;
-        let db = self.db.clone();
+        let (db, mysql) = (self.db.clone(), self.mysql);
         let here = drive_here(db.backend());
-        let conn = run_on(here, async move {
-            let mut conn = db.connection().await?;
-            conn.begin(options).await?;
-            Ok(conn)
-        })
-        .await?;
-        Ok(NativeConnection {
-            slot: Arc::new(Held::new(conn)),
-            mysql: self.mysql,
-        })
+        Ok(Awaitable::new(async move {
+            let conn = run_on(here, async move {
+                let mut conn = db.connection().await?;
+                conn.begin(options).await?;
+                Ok(conn)
+            })
+            .await?;
+            Ok(NativeConnection {
+                slot: Arc::new(Held::new(conn)),
+                mysql,
+            })
+        }))
     }
 
     /// Runs a query on a pooled connection and returns all its records.
     #[pyo3(signature = (sql, values = None, spec = None))]
-    async fn fetch_all(
+    fn fetch_all(
         &self,
         sql: String,
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyList>> {
-        self.target().fetch_all(sql, values, spec, self.mysql).await
+    ) -> Awaitable {
+        Awaitable::new(self.target().fetch_all(sql, values, spec, self.mysql))
     }
 
     /// Runs a query on a pooled connection and returns its first record, or `None`.
     #[pyo3(signature = (sql, values = None, spec = None))]
-    async fn fetch_one(
+    fn fetch_one(
         &self,
         sql: String,
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        self.target().fetch_one(sql, values, spec, self.mysql).await
+    ) -> Awaitable {
+        Awaitable::new(self.target().fetch_one(sql, values, spec, self.mysql))
     }
 
     /// Runs a statement on a pooled connection: `(rows_affected, last_insert_id, returned)`.
     #[pyo3(signature = (sql, values = None))]
-    async fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
-        self.target().execute(sql, values).await
+    fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> Awaitable {
+        Awaitable::new(self.target().execute(sql, values))
     }
 
     /// Runs a statement once per parameter dict, on one pooled connection; returns the rows
     /// affected in all.
-    async fn execute_many(&self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
-        self.target().execute_many(sql, values).await
+    fn execute_many(&self, sql: String, values: Py<PyAny>) -> Awaitable {
+        Awaitable::new(self.target().execute_many(sql, values))
     }
 }
 
@@ -377,35 +382,35 @@ fn isolation_of(name: &str) -> PyResult<IsolationLevel> {
 impl NativeConnection {
     /// Runs a query and returns all its records.
     #[pyo3(signature = (sql, values = None, spec = None))]
-    async fn fetch_all(
+    fn fetch_all(
         &self,
         sql: String,
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyList>> {
-        self.target().fetch_all(sql, values, spec, self.mysql).await
+    ) -> Awaitable {
+        Awaitable::new(self.target().fetch_all(sql, values, spec, self.mysql))
     }
 
     /// Runs a query and returns its first record, or `None`.
     #[pyo3(signature = (sql, values = None, spec = None))]
-    async fn fetch_one(
+    fn fetch_one(
         &self,
         sql: String,
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        self.target().fetch_one(sql, values, spec, self.mysql).await
+    ) -> Awaitable {
+        Awaitable::new(self.target().fetch_one(sql, values, spec, self.mysql))
     }
 
     /// Runs a statement: `(rows_affected, last_insert_id, returned)`.
     #[pyo3(signature = (sql, values = None))]
-    async fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> PyResult<Py<PyTuple>> {
-        self.target().execute(sql, values).await
+    fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> Awaitable {
+        Awaitable::new(self.target().execute(sql, values))
     }
 
     /// Runs a statement once per parameter dict; returns the rows affected in all.
-    async fn execute_many(&self, sql: String, values: Py<PyAny>) -> PyResult<u64> {
-        self.target().execute_many(sql, values).await
+    fn execute_many(&self, sql: String, values: Py<PyAny>) -> Awaitable {
+        Awaitable::new(self.target().execute_many(sql, values))
     }
 
     /// Starts a query whose records are read in chunks (see [`NativeCursor`]).
@@ -443,60 +448,60 @@ impl NativeConnection {
 
     /// Starts a transaction (a savepoint inside one) and returns its depth.
     #[pyo3(signature = (isolation = None, readonly = false, deferrable = false))]
-    async fn begin(
+    fn begin(
         &self,
         isolation: Option<String>,
         readonly: bool,
         deferrable: bool,
-    ) -> PyResult<u32> {
+    ) -> PyResult<Awaitable> {
         let options = transaction_options(isolation, readonly, deferrable)?;
-        self.target()
-            .run(move |c| Box::pin(async move { c.begin(options).await }))
-            .await
+        Ok(Awaitable::new(self.target().run(move |c| {
+            Box::pin(async move { c.begin(options).await })
+        })))
     }
 
     /// Commits the transaction at `depth` (the innermost).
-    async fn commit(&self, depth: u32) -> PyResult<()> {
-        self.target()
-            .run(move |c| Box::pin(async move { c.commit_depth(depth).await }))
-            .await
+    fn commit(&self, depth: u32) -> Awaitable {
+        Awaitable::new(
+            self.target()
+                .run(move |c| Box::pin(async move { c.commit_depth(depth).await })),
+        )
     }
 
     /// Rolls back the transaction at `depth` (the innermost).
-    async fn rollback(&self, depth: u32) -> PyResult<()> {
-        self.target()
-            .run(move |c| Box::pin(async move { c.rollback_depth(depth).await }))
-            .await
+    fn rollback(&self, depth: u32) -> Awaitable {
+        Awaitable::new(
+            self.target()
+                .run(move |c| Box::pin(async move { c.rollback_depth(depth).await })),
+        )
     }
 
     /// Commits (or rolls back) the transaction at `depth`, the outermost, and returns the
     /// connection to the pool, in one call. The connection goes back even if the commit
     /// fails (a failed outermost commit leaves no transaction open, or the pool discards it).
-    async fn finish_release(&self, depth: u32, commit: bool) -> PyResult<()> {
+    fn finish_release(&self, depth: u32, commit: bool) -> Awaitable {
         let slot = self.slot.clone();
         slot.release_soon();
-        run_on(slot.here, async move {
+        Awaitable::new(run_on(slot.here, async move {
             let mut conn = slot.conn.lock().await.take().ok_or_else(released)?;
             if commit {
                 conn.commit_depth(depth).await
             } else {
                 conn.rollback_depth(depth).await
             }
-        })
-        .await
+        }))
     }
 
     /// Returns the connection to the pool, once the operation in progress, if any, ends (an
     /// `iterate` still running is stopped).
-    async fn release(&self) -> PyResult<()> {
+    fn release(&self) -> Awaitable {
         let slot = self.slot.clone();
         slot.release_soon();
-        run_on(slot.here, async move {
+        Awaitable::new(run_on(slot.here, async move {
             let conn = slot.conn.lock().await.take();
             drop(conn);
             Ok(())
-        })
-        .await
+        }))
     }
 
     /// Like `release`, without waiting: for code that cannot await (a finalizer).
@@ -725,17 +730,20 @@ pub(crate) struct NativeCursor {
 #[pymethods]
 impl NativeCursor {
     /// The next chunk of records; an empty list at the end.
-    async fn fetch(&self) -> PyResult<Py<PyList>> {
+    fn fetch(&self, py: Python<'_>) -> Awaitable {
         let rx = self.rx.clone();
         self.flow.credits.add_permits(1);
-        // Only waits for the reading task's next message: driven from the loop's thread.
-        let chunk = run_here(async move { Ok(rx.lock().await.recv().await) }).await?;
-        let spec = Python::attach(|py| self.spec.as_ref().map(|s| s.clone_ref(py)));
-        match chunk {
-            Some(Ok(rows)) => records(rows, spec, self.mysql),
-            Some(Err(e)) => Err(crate::errors::to_py(e)),
-            None => Python::attach(|py| Ok(PyList::empty(py).unbind())),
-        }
+        let spec = self.spec.as_ref().map(|s| s.clone_ref(py));
+        let mysql = self.mysql;
+        Awaitable::new(async move {
+            // Only waits for the reading task's next message: driven from the loop's thread.
+            let chunk = run_here(async move { Ok(rx.lock().await.recv().await) }).await?;
+            match chunk {
+                Some(Ok(rows)) => records(rows, spec, mysql),
+                Some(Err(e)) => Err(crate::errors::to_py(e)),
+                None => Python::attach(|py| Ok(PyList::empty(py).unbind())),
+            }
+        })
     }
 
     /// Stops reading, keeping the connection usable: on PostgreSQL and MySQL the rest of the
