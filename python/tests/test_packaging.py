@@ -30,6 +30,6 @@ def test_ships_typing_information() -> None:
     stub = package / "_native.pyi"
     assert stub.exists()
     text = stub.read_text()
-    for name in ("NativeDatabase", "NativeConnection", "NativeCursor", "Record"):
+    for name in ("NativeDatabase", "NativeConnection", "NativeCursor", "Record", "Awaitable"):
         assert f"class {name}" in text
         assert hasattr(_native, name)

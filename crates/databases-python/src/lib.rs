@@ -383,6 +383,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<native::NativeDatabase>()?;
     m.add_class::<native::NativeConnection>()?;
     m.add_class::<native::NativeCursor>()?;
+    m.add_class::<awaitable::Awaitable>()?;
     m.add_class::<record::Record>()?;
     errors::register(m)?;
     let shutdown = wrap_pyfunction!(_shutdown, m)?;
