@@ -281,8 +281,9 @@ async def test_large_results_keep_every_row(database_url: str) -> None:
 
 @pytest.mark.asyncio
 async def test_records_are_not_tracked_by_the_cyclic_gc(database_url: str, tables: None) -> None:
-    """A record shows the cyclic GC nothing it holds, so it is not tracked: a large result's
-    allocations set off collections, which would otherwise visit every row."""
+    """A record of plain values holds nothing that could refer back to it, so it is not
+    tracked: a large result's allocations set off collections, which would otherwise visit
+    every row."""
     import gc
 
     async with Database(database_url) as database:

@@ -6,9 +6,11 @@ import concurrent.futures
 import datetime
 import decimal
 import enum
+import gc
 import time
 import typing
 import uuid
+import weakref
 
 import pytest
 import sqlalchemy
@@ -251,3 +253,57 @@ async def test_threads_reading_a_new_field_at_once_get_one_value(
             seen = list(pool.map(lambda _: row["a"], range(4)))
         assert seen[0] == ["x"]
         assert all(value is row["a"] for value in seen)
+
+
+class Holder:
+    """What a result processor returns, and what code may store the row itself into."""
+
+    def __init__(self, value: typing.Any) -> None:
+        self.value = value
+        self.row: typing.Any = None
+
+
+class Held(sqlalchemy.TypeDecorator):
+    impl = sqlalchemy.String(20)
+    cache_ok = True
+
+    def process_result_value(self, value: typing.Any, dialect: typing.Any) -> typing.Any:
+        return Holder(value)
+
+
+held_metadata = sqlalchemy.MetaData()
+held = sqlalchemy.Table(
+    "held_values",
+    held_metadata,
+    sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+    sqlalchemy.Column("a", Held()),
+)
+
+
+@pytest.mark.asyncio
+async def test_a_cycle_through_a_record_is_collected(
+    database_url: str, create_tables: typing.Callable[[sqlalchemy.MetaData], None]
+) -> None:
+    """A record starts untracked by the cyclic GC; once it keeps a value that could refer
+    back to it, it is tracked and shows the GC that value, so a cycle through it is freed."""
+    create_tables(held_metadata)
+    async with Database(database_url) as database:
+        await database.execute(held.insert().values(id=1, a="x"))
+        fetched = [
+            await database.fetch_all(held.select()),
+            [await database.fetch_one(held.select())],
+            [row async for row in database.iterate(held.select())],
+        ]
+        refs = []
+        for rows in fetched:
+            row = rows[0]
+            assert not gc.is_tracked(row)
+            assert row["id"] == 1 and not gc.is_tracked(row)  # an int cannot refer back
+            holder = row["a"]
+            assert holder.value == "x" and gc.is_tracked(row)
+            assert holder in gc.get_referents(row)
+            holder.row = row
+            refs.append(weakref.ref(holder))
+        del fetched, rows, row, holder
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None, None]

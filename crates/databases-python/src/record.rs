@@ -1,12 +1,13 @@
 //! `Record`: one result row, read by column name, position or SQLAlchemy column.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::Timelike;
 use databases::Columns;
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
 
 use crate::convert;
@@ -38,8 +39,8 @@ pub(crate) struct Meta {
 pub(crate) struct Record {
     raw: databases::Record,
     /// The converted values, shared by the records of one list: this record's are
-    /// `cache[at..at + len]`.
-    cache: Arc<[PyOnceLock<Py<PyAny>>]>,
+    /// `cache[at..at + len]`, and no other record reads or shows the GC those.
+    cache: Arc<[OnceLock<Py<PyAny>>]>,
     at: usize,
     meta: Arc<Meta>,
 }
@@ -127,14 +128,14 @@ impl<'py> Builder<'py> {
 
     /// Wraps one core record; its values are converted when read.
     pub(crate) fn record(&mut self, record: databases::Record) -> PyResult<Bound<'py, Record>> {
-        let cache = (0..record.len()).map(|_| PyOnceLock::new()).collect();
+        let cache = (0..record.len()).map(|_| OnceLock::new()).collect();
         self.wrap(record, &cache, 0)
     }
 
     fn wrap(
         &mut self,
         raw: databases::Record,
-        cache: &Arc<[PyOnceLock<Py<PyAny>>]>,
+        cache: &Arc<[OnceLock<Py<PyAny>>]>,
         at: usize,
     ) -> PyResult<Bound<'py, Record>> {
         let meta = self.meta_for(raw.column_list())?;
@@ -147,10 +148,11 @@ impl<'py> Builder<'py> {
                 meta,
             },
         )?;
-        // PyO3 makes every class a GC type, tracked by the cyclic GC, but a record shows the
-        // GC nothing it holds (it has no `__traverse__`; its converted values sit in blocks
-        // shared with other records), so tracking it finds nothing: it only makes every
-        // collection that a large result's allocations set off visit each record.
+        // PyO3 makes every class a GC type, tracked by the cyclic GC. A new record holds no
+        // Python object that could lead back to it (its values are Rust values until read),
+        // so it starts untracked, as CPython does with a tuple of atoms: otherwise every
+        // collection that a large result's allocations set off visits every record. It is
+        // tracked once it keeps a value that could (see `Record::value`).
         #[allow(unsafe_code, reason = "PyO3 has no safe API to untrack an object")]
         // SAFETY: `record` is a live object of a GC type, created tracked just above; PyO3's
         // dealloc untracks an object only if it is tracked.
@@ -169,8 +171,7 @@ impl<'py> Builder<'py> {
         while records.peek().is_some() {
             let block: Vec<databases::Record> = records.by_ref().take(CACHE_ROWS).collect();
             let slots = block.iter().map(databases::Record::len).sum();
-            let cache: Arc<[PyOnceLock<Py<PyAny>>]> =
-                (0..slots).map(|_| PyOnceLock::new()).collect();
+            let cache: Arc<[OnceLock<Py<PyAny>>]> = (0..slots).map(|_| OnceLock::new()).collect();
             let mut at = 0;
             for r in block {
                 let width = r.len();
@@ -184,23 +185,25 @@ impl<'py> Builder<'py> {
 
 impl Record {
     /// The Python value of column `i` (made on first use, then kept).
-    fn value<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn value<'py>(slf: &Bound<'py, Self>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
         // The shared cache holds other records' values past this one's.
-        if i >= self.raw.len() {
+        if i >= this.raw.len() {
             return Err(PyIndexError::new_err(format!(
                 "record index {i} out of range"
             )));
         }
-        let slot = &self.cache[self.at + i];
-        if let Some(cached) = slot.get(py) {
+        let slot = &this.cache[this.at + i];
+        if let Some(cached) = slot.get() {
             return Ok(cached.bind(py).clone());
         }
         // Converted without holding a lock (`PyOnceLock::get_or_try_init` would let go of the
         // interpreter and take it back around every conversion, so that Python code in a
         // result processor never waits on a lock another thread holds): two threads reading
         // the same new field both convert it, and the first one stored wins.
-        let v = match self.raw.values()[i] {
-            databases::Value::Time(t) if self.meta.time_as_delta => convert::to_py(
+        let v = match this.raw.values()[i] {
+            databases::Value::Time(t) if this.meta.time_as_delta => convert::to_py(
                 py,
                 &databases::Value::Interval {
                     months: 0,
@@ -211,22 +214,25 @@ impl Record {
             )?,
             ref other => convert::to_py(py, other)?,
         };
-        let v = match self.meta.processors.get(i) {
+        let v = match this.meta.processors.get(i) {
             Some(Some(process)) if !v.is_none() => process.bind(py).call1((v,))?,
             _ => v,
         };
-        Ok(match slot.set(py, v.clone().unbind()) {
-            Ok(()) => v,
-            Err(_) => slot.get(py).map_or(v, |first| first.bind(py).clone()),
+        Ok(match slot.set(v.clone().unbind()) {
+            Ok(()) => {
+                track_if_needed(slf, &v);
+                v
+            }
+            Err(_) => slot.get().map_or(v, |first| first.bind(py).clone()),
         })
     }
 
     /// Every value, in column order.
-    fn tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let values = (0..self.raw.len())
-            .map(|i| self.value(py, i))
+    fn tuple<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let values = (0..slf.get().raw.len())
+            .map(|i| Self::value(slf, i))
             .collect::<PyResult<Vec<_>>>()?;
-        PyTuple::new(py, values)
+        PyTuple::new(slf.py(), values)
     }
 
     /// The position of the column `key` names, if any.
@@ -259,43 +265,74 @@ impl Record {
         Ok(None)
     }
 
-    fn pairs<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-        let keys = self.meta.keys.bind(py);
-        let values = self.tuple(py)?;
+    fn pairs<'py>(slf: &Bound<'py, Self>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+        let keys = slf.get().meta.keys.bind(slf.py());
+        let values = Self::tuple(slf)?;
         Ok(keys.iter().zip(values.iter()).collect())
+    }
+}
+
+/// Has the cyclic GC track `record` once it keeps `value`, an object that could refer back
+/// to it (a list or dict from a JSON or array column, an object from a result processor).
+/// The GC then sees the value through `__traverse__`, and a cycle through the record (a
+/// JSON object that the record is stored into) is collected.
+fn track_if_needed(record: &Bound<'_, Record>, value: &Bound<'_, PyAny>) {
+    #[allow(
+        unsafe_code,
+        reason = "PyO3 has no safe API to ask about or start tracking"
+    )]
+    // SAFETY: both are live objects and the interpreter is held; `PyObject_IS_GC` only reads
+    // the value's type; the record is of a GC type and is tracked only if it is not yet.
+    unsafe {
+        if pyo3::ffi::PyObject_IS_GC(value.as_ptr()) != 0
+            && pyo3::ffi::PyObject_GC_IsTracked(record.as_ptr()) == 0
+        {
+            pyo3::ffi::PyObject_GC_Track(record.as_ptr().cast());
+        }
     }
 }
 
 #[pymethods]
 impl Record {
+    /// Shows the GC the values this record has converted and keeps (only those: the rest of
+    /// its block belongs to other records). Called only once the record is tracked.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for slot in &self.cache[self.at..self.at + self.raw.len()] {
+            if let Some(value) = slot.get() {
+                visit.call(value)?;
+            }
+        }
+        Ok(())
+    }
+
     fn __getitem__<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
         if key.is_instance_of::<PySlice>() {
-            return self.tuple(py)?.as_any().get_item(key);
+            return Self::tuple(slf)?.as_any().get_item(key);
         }
-        match self.position(py, key)? {
-            Some(i) => self.value(py, i),
+        match this.position(py, key)? {
+            Some(i) => Self::value(slf, i),
             None if key.is_instance_of::<PyInt>() => Err(PyIndexError::new_err(format!(
                 "record index {key} out of range: the record has {} column(s)",
-                self.meta.keys.bind(py).len()
+                this.meta.keys.bind(py).len()
             ))),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
     }
 
     fn __getattr__<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         name: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match self.meta.index.bind(py).get_item(name)? {
-            Some(i) => self.value(py, i.extract()?),
+        let (py, this) = (slf.py(), slf.get());
+        match this.meta.index.bind(py).get_item(name)? {
+            Some(i) => Self::value(slf, i.extract()?),
             None => Err(PyAttributeError::new_err(format!(
                 "the record has no column '{name}' (its columns: {})",
-                self.meta
+                this.meta
                     .keys
                     .bind(py)
                     .iter()
@@ -324,25 +361,25 @@ impl Record {
     }
 
     /// The values, in column order.
-    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.tuple(py)
+    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        Self::tuple(slf)
     }
 
     /// `(name, value)` pairs, in column order.
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.pairs(py)?)
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(slf.py(), Self::pairs(slf)?)
     }
 
     /// The value of column `key`, or `default` when there is no such column.
     #[pyo3(signature = (key, default = None))]
     fn get<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match self.position(py, key)? {
-            Some(i) => self.value(py, i),
+        let py = slf.py();
+        match slf.get().position(py, key)? {
+            Some(i) => Self::value(slf, i),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
@@ -354,22 +391,22 @@ impl Record {
     }
 
     /// The values as a tuple (SQLAlchemy's `Row._tuple()`).
-    fn _tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.tuple(py)
+    fn _tuple<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        Self::tuple(slf)
     }
 
     /// A dict of the columns (for a duplicated name, the last column).
-    fn _asdict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (k, v) in self.pairs(py)? {
+    fn _asdict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(slf.py());
+        for (k, v) in Self::pairs(slf)? {
             d.set_item(k, v)?;
         }
         Ok(d)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let mut out = String::from("<Record");
-        for (k, v) in self.pairs(py)? {
+        for (k, v) in Self::pairs(slf)? {
             out.push(' ');
             out.push_str(&k.str()?.to_cow()?);
             out.push('=');
@@ -379,25 +416,31 @@ impl Record {
         Ok(out)
     }
 
-    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
         if let Ok(other) = other.cast::<Record>() {
-            let other = other.get();
-            return Ok(self.meta.keys.bind(py).eq(other.meta.keys.bind(py))?
-                && self.tuple(py)?.eq(other.tuple(py)?)?);
+            return Ok(slf
+                .get()
+                .meta
+                .keys
+                .bind(py)
+                .eq(other.get().meta.keys.bind(py))?
+                && Self::tuple(slf)?.eq(Self::tuple(other)?)?);
         }
         if let Ok(other) = other.cast::<PyDict>() {
-            return self._asdict(py)?.eq(other);
+            return Self::_asdict(slf)?.eq(other);
         }
         Ok(false)
     }
 
-    fn __ne__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(!self.__eq__(py, other)?)
+    fn __ne__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(!Self::__eq__(slf, other)?)
     }
 
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
         // Pickles as the dict of its columns.
-        let d = self._asdict(py)?;
+        let d = Self::_asdict(slf)?;
         (py.get_type::<PyDict>(), (d,))
             .into_pyobject(py)
             .map(Bound::into_any)
