@@ -229,13 +229,21 @@ class Slow(sqlalchemy.TypeDecorator):
         return [value]
 
 
-slow_metadata = sqlalchemy.MetaData()
-slow = sqlalchemy.Table(
-    "slow_values",
-    slow_metadata,
-    sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
-    sqlalchemy.Column("a", Slow()),
-)
+def _one_column_table(
+    name: str, column_type: sqlalchemy.types.TypeEngine
+) -> tuple[sqlalchemy.MetaData, sqlalchemy.Table]:
+    """A table of an integer key and one column ``a`` of ``column_type``."""
+    metadata = sqlalchemy.MetaData()
+    table = sqlalchemy.Table(
+        name,
+        metadata,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("a", column_type),
+    )
+    return metadata, table
+
+
+slow_metadata, slow = _one_column_table("slow_values", Slow())
 
 
 @pytest.mark.asyncio
@@ -271,13 +279,7 @@ class Held(sqlalchemy.TypeDecorator):
         return Holder(value)
 
 
-held_metadata = sqlalchemy.MetaData()
-held = sqlalchemy.Table(
-    "held_values",
-    held_metadata,
-    sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
-    sqlalchemy.Column("a", Held()),
-)
+held_metadata, held = _one_column_table("held_values", Held())
 
 
 @pytest.mark.asyncio
