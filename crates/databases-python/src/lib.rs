@@ -8,7 +8,7 @@
 //!
 //! ## The async bridge
 //!
-//! Every operation returns an [`awaitable::Awaitable`], which asyncio drives as it drives a
+//! Every operation returns an `Awaitable` (in `awaitable`), which asyncio drives as it drives a
 //! coroutine (a PyO3 `async fn` would do the same, but completes each wait through
 //! `call_soon_threadsafe`, a self-pipe write and one more turn of the loop). On
 //! PostgreSQL the work runs as a task on a shared tokio runtime and the coroutine awaits its
