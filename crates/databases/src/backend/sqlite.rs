@@ -1168,12 +1168,8 @@ fn inserts(sql: &str) -> bool {
             break;
         }
     }
-    let word: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    word == "INSERT" || word == "REPLACE"
+    let word = &rest[..rest.bytes().take_while(u8::is_ascii_alphabetic).count()];
+    word.eq_ignore_ascii_case("INSERT") || word.eq_ignore_ascii_case("REPLACE")
 }
 
 /// Steps a bound statement to its end; the first column of its first row (for `RETURNING`)
@@ -1666,6 +1662,8 @@ mod tests {
         assert!(!inserts("UPDATE t SET a = 1"));
         assert!(!inserts("/* insert */ DELETE FROM t"));
         assert!(!inserts(""));
+        assert!(!inserts("insertion_log_trim()"));
+        assert!(inserts("Insert/**/INTO t VALUES (1)"));
     }
 
     /// The files under `dir` that this process has open.
