@@ -127,6 +127,7 @@ async def test_an_operation_runs_as_a_task_of_its_own(database_url: str) -> None
     # hands one to asyncio.create_task or gather (as with upstream's drivers) works.
     async with Database(database_url) as database:
         task = asyncio.create_task(database._native.fetch_one("SELECT 2 AS two"))
+        assert "coro=<NativeDatabase.fetch_one()" in repr(task)
         assert (await task)[0] == 2
         first, second = await asyncio.gather(
             database._native.fetch_one("SELECT 3"), database._native.fetch_one("SELECT 4")

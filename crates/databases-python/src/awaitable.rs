@@ -27,19 +27,23 @@ type BoxedFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
 /// drops the operation (which the core treats as abandoned).
 #[pyclass(module = "databases._native")]
 pub(crate) struct Awaitable {
+    /// The method that made it (`NativeDatabase.fetch_one`), for `repr` of the task.
+    qualname: &'static str,
     /// In a mutex only to make the class `Sync` (PyO3 requires it); it is taken only by the
     /// poll, which has `&mut self`.
     future: Option<Mutex<BoxedFuture>>,
 }
 
 impl Awaitable {
-    /// Wraps `future`; its output becomes the result of the `await`.
-    pub(crate) fn new<T, F>(future: F) -> Self
+    /// Wraps `future`, the work of method `qualname`; its output becomes the result of the
+    /// `await`.
+    pub(crate) fn new<T, F>(qualname: &'static str, future: F) -> Self
     where
         F: Future<Output = PyResult<T>> + Send + 'static,
         T: for<'py> IntoPyObject<'py> + Send,
     {
         Self {
+            qualname,
             future: Some(Mutex::new(Box::pin(async move {
                 let value = future.await?;
                 Python::attach(|py| value.into_py_any(py))
@@ -71,6 +75,19 @@ impl Awaitable {
 
 #[pymethods]
 impl Awaitable {
+    /// The method's name, as a coroutine has (asyncio shows it in a task's `repr`).
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        self.qualname
+            .rsplit_once('.')
+            .map_or(self.qualname, |(_, name)| name)
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        self.qualname
+    }
+
     fn __await__(slf: Py<Self>) -> Py<Self> {
         slf
     }

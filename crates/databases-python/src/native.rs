@@ -246,20 +246,26 @@ impl NativeDatabase {
     /// Opens the pool (and its `min_size` connections).
     fn connect(&self) -> Awaitable {
         let db = self.db.clone();
-        Awaitable::new(run(async move { db.connect().await }))
+        Awaitable::new(
+            "NativeDatabase.connect",
+            run(async move { db.connect().await }),
+        )
     }
 
     /// Closes the pool.
     fn disconnect(&self) -> Awaitable {
         let db = self.db.clone();
-        Awaitable::new(run(async move { db.disconnect().await }))
+        Awaitable::new(
+            "NativeDatabase.disconnect",
+            run(async move { db.disconnect().await }),
+        )
     }
 
     /// Takes a connection from the pool.
     fn acquire(&self) -> Awaitable {
         let (db, mysql) = (self.db.clone(), self.mysql);
         let here = drive_here(db.backend());
-        Awaitable::new(async move {
+        Awaitable::new("NativeDatabase.acquire", async move {
             let conn = run_on(here, async move { db.connection().await }).await?;
             Ok(NativeConnection {
                 slot: Arc::new(Held::new(conn)),
@@ -280,7 +286,7 @@ impl NativeDatabase {
         let options = transaction_options(isolation, readonly, deferrable)?;
         let (db, mysql) = (self.db.clone(), self.mysql);
         let here = drive_here(db.backend());
-        Ok(Awaitable::new(async move {
+        Ok(Awaitable::new("NativeDatabase.acquire_begin", async move {
             let conn = run_on(here, async move {
                 let mut conn = db.connection().await?;
                 conn.begin(options).await?;
@@ -302,7 +308,10 @@ impl NativeDatabase {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> Awaitable {
-        Awaitable::new(self.target().fetch_all(sql, values, spec, self.mysql))
+        Awaitable::new(
+            "NativeDatabase.fetch_all",
+            self.target().fetch_all(sql, values, spec, self.mysql),
+        )
     }
 
     /// Runs a query on a pooled connection and returns its first record, or `None`.
@@ -313,19 +322,25 @@ impl NativeDatabase {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> Awaitable {
-        Awaitable::new(self.target().fetch_one(sql, values, spec, self.mysql))
+        Awaitable::new(
+            "NativeDatabase.fetch_one",
+            self.target().fetch_one(sql, values, spec, self.mysql),
+        )
     }
 
     /// Runs a statement on a pooled connection: `(rows_affected, last_insert_id, returned)`.
     #[pyo3(signature = (sql, values = None))]
     fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> Awaitable {
-        Awaitable::new(self.target().execute(sql, values))
+        Awaitable::new("NativeDatabase.execute", self.target().execute(sql, values))
     }
 
     /// Runs a statement once per parameter dict, on one pooled connection; returns the rows
     /// affected in all.
     fn execute_many(&self, sql: String, values: Py<PyAny>) -> Awaitable {
-        Awaitable::new(self.target().execute_many(sql, values))
+        Awaitable::new(
+            "NativeDatabase.execute_many",
+            self.target().execute_many(sql, values),
+        )
     }
 }
 
@@ -388,7 +403,10 @@ impl NativeConnection {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> Awaitable {
-        Awaitable::new(self.target().fetch_all(sql, values, spec, self.mysql))
+        Awaitable::new(
+            "NativeConnection.fetch_all",
+            self.target().fetch_all(sql, values, spec, self.mysql),
+        )
     }
 
     /// Runs a query and returns its first record, or `None`.
@@ -399,18 +417,27 @@ impl NativeConnection {
         values: Option<Py<PyAny>>,
         spec: Option<Py<PyAny>>,
     ) -> Awaitable {
-        Awaitable::new(self.target().fetch_one(sql, values, spec, self.mysql))
+        Awaitable::new(
+            "NativeConnection.fetch_one",
+            self.target().fetch_one(sql, values, spec, self.mysql),
+        )
     }
 
     /// Runs a statement: `(rows_affected, last_insert_id, returned)`.
     #[pyo3(signature = (sql, values = None))]
     fn execute(&self, sql: String, values: Option<Py<PyAny>>) -> Awaitable {
-        Awaitable::new(self.target().execute(sql, values))
+        Awaitable::new(
+            "NativeConnection.execute",
+            self.target().execute(sql, values),
+        )
     }
 
     /// Runs a statement once per parameter dict; returns the rows affected in all.
     fn execute_many(&self, sql: String, values: Py<PyAny>) -> Awaitable {
-        Awaitable::new(self.target().execute_many(sql, values))
+        Awaitable::new(
+            "NativeConnection.execute_many",
+            self.target().execute_many(sql, values),
+        )
     }
 
     /// Starts a query whose records are read in chunks (see [`NativeCursor`]).
@@ -455,14 +482,17 @@ impl NativeConnection {
         deferrable: bool,
     ) -> PyResult<Awaitable> {
         let options = transaction_options(isolation, readonly, deferrable)?;
-        Ok(Awaitable::new(self.target().run(move |c| {
-            Box::pin(async move { c.begin(options).await })
-        })))
+        Ok(Awaitable::new(
+            "NativeConnection.begin",
+            self.target()
+                .run(move |c| Box::pin(async move { c.begin(options).await })),
+        ))
     }
 
     /// Commits the transaction at `depth` (the innermost).
     fn commit(&self, depth: u32) -> Awaitable {
         Awaitable::new(
+            "NativeConnection.commit",
             self.target()
                 .run(move |c| Box::pin(async move { c.commit_depth(depth).await })),
         )
@@ -471,6 +501,7 @@ impl NativeConnection {
     /// Rolls back the transaction at `depth` (the innermost).
     fn rollback(&self, depth: u32) -> Awaitable {
         Awaitable::new(
+            "NativeConnection.rollback",
             self.target()
                 .run(move |c| Box::pin(async move { c.rollback_depth(depth).await })),
         )
@@ -482,14 +513,17 @@ impl NativeConnection {
     fn finish_release(&self, depth: u32, commit: bool) -> Awaitable {
         let slot = self.slot.clone();
         slot.release_soon();
-        Awaitable::new(run_on(slot.here, async move {
-            let mut conn = slot.conn.lock().await.take().ok_or_else(released)?;
-            if commit {
-                conn.commit_depth(depth).await
-            } else {
-                conn.rollback_depth(depth).await
-            }
-        }))
+        Awaitable::new(
+            "NativeConnection.finish_release",
+            run_on(slot.here, async move {
+                let mut conn = slot.conn.lock().await.take().ok_or_else(released)?;
+                if commit {
+                    conn.commit_depth(depth).await
+                } else {
+                    conn.rollback_depth(depth).await
+                }
+            }),
+        )
     }
 
     /// Returns the connection to the pool, once the operation in progress, if any, ends (an
@@ -497,11 +531,14 @@ impl NativeConnection {
     fn release(&self) -> Awaitable {
         let slot = self.slot.clone();
         slot.release_soon();
-        Awaitable::new(run_on(slot.here, async move {
-            let conn = slot.conn.lock().await.take();
-            drop(conn);
-            Ok(())
-        }))
+        Awaitable::new(
+            "NativeConnection.release",
+            run_on(slot.here, async move {
+                let conn = slot.conn.lock().await.take();
+                drop(conn);
+                Ok(())
+            }),
+        )
     }
 
     /// Like `release`, without waiting: for code that cannot await (a finalizer).
@@ -735,7 +772,7 @@ impl NativeCursor {
         self.flow.credits.add_permits(1);
         let spec = self.spec.as_ref().map(|s| s.clone_ref(py));
         let mysql = self.mysql;
-        Awaitable::new(async move {
+        Awaitable::new("NativeCursor.fetch", async move {
             // Only waits for the reading task's next message: driven from the loop's thread.
             let chunk = run_here(async move { Ok(rx.lock().await.recv().await) }).await?;
             match chunk {
