@@ -188,3 +188,80 @@ def test_wakes_on_the_loop_thread_skip_call_soon_threadsafe(database_url: str) -
     if suspended == 0:
         pytest.skip("every statement finished in its first step here (no wake to check)")
     assert calls == 0
+
+
+@pytest.mark.asyncio
+async def test_cancellations_at_any_point_leave_every_connection_usable(database_url: str) -> None:
+    """Tasks cancelled at random points of their operations (before, during and after their
+    waits) leave no connection busy, inside a transaction or waiting for a wake."""
+    import random
+
+    rng = random.Random(7)
+    async with Database(database_url, min_size=4, max_size=4) as database:
+
+        async def work(i: int) -> None:
+            for j in range(20):
+                if (i + j) % 3 == 0:
+                    async with database.transaction():
+                        await database.fetch_val("SELECT :v", {"v": j})
+                else:
+                    await database.fetch_one("SELECT :v AS v", {"v": j})
+
+        deadline = time.monotonic() + 20
+        rounds = 0
+        while rounds < 40 and time.monotonic() < deadline:
+            rounds += 1
+            tasks = [asyncio.create_task(work(i)) for i in range(8)]
+            await asyncio.sleep(rng.uniform(0, 0.004))
+            for task in tasks:
+                if rng.random() < 0.7:
+                    task.cancel()
+            for task in tasks:
+                try:
+                    await asyncio.wait_for(task, timeout=30)
+                except asyncio.CancelledError:
+                    pass
+        await _pool_answers(database, 4)
+
+
+async def _pool_answers(database: Database, size: int) -> None:
+    """Every one of the pool's `size` connections answers within a few seconds."""
+
+    async def one() -> int:
+        async with database.connection() as connection:
+            return int(await connection.fetch_val("SELECT 1"))
+
+    assert await asyncio.wait_for(asyncio.gather(*(one() for _ in range(size))), 10) == [1] * size
+
+
+@pytest.mark.asyncio
+async def test_a_connection_freed_by_python_goes_back_through_the_runtime(
+    database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The pool discards a connection freed inside a transaction and opens another: work it
+    # spawns on the runtime, from the loop's thread here, where no runtime runs.
+    async with Database(database_url, min_size=2, max_size=2) as database:
+        native = await database._native.acquire_begin()
+        del native  # freed at once (the last reference)
+        await _pool_answers(database, 2)
+    assert "panicked" not in capfd.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_an_operation_dropped_after_its_task_finished_gives_its_result_back(
+    database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A cancelled await whose work had already finished on the runtime (PostgreSQL runs it
+    # as a task there): the connection it got, inside a transaction, is dropped with it.
+    async with Database(database_url, min_size=2, max_size=2) as database:
+        steps = database._native.acquire_begin().__await__()
+        try:
+            next(steps)
+        except StopIteration as done:  # finished at once: free what it returned
+            del done
+        else:
+            await asyncio.sleep(0.5)  # the task finishes; nobody collects its result
+            steps.close()
+        del steps
+        await _pool_answers(database, 2)
+    assert "panicked" not in capfd.readouterr().err

@@ -65,7 +65,7 @@ impl Awaitable {
             .poll(&mut Context::from_waker(&Waker::from(waker.clone())));
         match polled {
             Poll::Ready(result) => {
-                self.future = None;
+                self.close();
                 Err(PyStopIteration::new_err((result?,)))
             }
             Poll::Pending => waker.suspend(py),
@@ -122,9 +122,18 @@ impl Awaitable {
         )
     }
 
-    /// Drops the operation.
+    /// Drops the operation (inside the runtime's context: see [`crate::InRuntime`]).
     fn close(&mut self) {
-        self.future = None;
+        if let Some(future) = self.future.take() {
+            let _context = crate::runtime().enter();
+            drop(future);
+        }
+    }
+}
+
+impl Drop for Awaitable {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 
 use crate::awaitable::Awaitable;
 use crate::record::{Builder, Spec};
-use crate::{convert, run, run_here, run_on, runtime};
+use crate::{InRuntime, convert, run, run_here, run_on, runtime};
 
 /// Rows per chunk handed from an `iterate` query to Python.
 const CHUNK_ROWS: usize = 500;
@@ -21,8 +21,9 @@ const CHUNK_ROWS: usize = 500;
 /// `iterate` that is reading from it.
 #[derive(Default)]
 struct Held {
-    /// `None` once released.
-    conn: Mutex<Option<Connection>>,
+    /// `None` once released. Dropped inside the runtime's context (a Python connection
+    /// freed while it still holds one).
+    conn: InRuntime<Mutex<Option<Connection>>>,
     /// Operations waiting for `conn`. An `iterate` in progress that sees one reads the rest
     /// of its rows into memory and lets the connection go, so that a query inside the loop
     /// runs instead of waiting for a loop that waits for it.
@@ -39,7 +40,7 @@ impl Held {
     fn new(conn: Connection) -> Self {
         Self {
             here: drive_here(conn.backend()),
-            conn: Mutex::new(Some(conn)),
+            conn: InRuntime::new(Mutex::new(Some(conn))),
             ..Self::default()
         }
     }
@@ -214,7 +215,7 @@ impl Target {
 /// A pool of connections for one database URL (the core's `Database`).
 #[pyclass(frozen, module = "databases._native")]
 pub(crate) struct NativeDatabase {
-    db: Arc<Database>,
+    db: InRuntime<Arc<Database>>,
     mysql: bool,
 }
 
@@ -226,7 +227,7 @@ impl NativeDatabase {
         let db = Database::new(url).map_err(crate::errors::to_py)?;
         let mysql = db.backend() == databases::Backend::Mysql;
         Ok(Self {
-            db: Arc::new(db),
+            db: InRuntime::new(Arc::new(db)),
             mysql,
         })
     }
