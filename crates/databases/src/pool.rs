@@ -148,9 +148,19 @@ pub(crate) struct Closing {
     returned: Notify,
     /// How long disconnect waited, for the error message.
     waited: Mutex<Duration>,
+    /// The runtime the database connected on (see [`Checkout`]).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Closing {
+    /// The state of a database connected on `runtime`.
+    pub(crate) fn new(runtime: Option<tokio::runtime::Handle>) -> Self {
+        Self {
+            runtime,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
@@ -197,6 +207,59 @@ pub(crate) async fn wait_until(changed: &Notify, done: impl Fn() -> bool) {
             return;
         }
         notified.await;
+    }
+}
+
+/// A connection taken from the pool, given back when dropped, inside the runtime the
+/// database connected on when the thread dropping it has none (a plain thread, a destructor
+/// that runs after the application's runtime is gone): the pool spawns the opening of a
+/// replacement for a connection it discards, and tokio's spawn panics outside a runtime.
+/// The panic also skipped the pool's wake of its waiters, which then waited out the
+/// acquire timeout.
+pub(crate) struct Checkout {
+    handle: Option<Handle>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Checkout {
+    pub(crate) fn new(handle: Handle, closing: &Closing) -> Self {
+        Self {
+            handle: Some(handle),
+            runtime: closing.runtime.clone(),
+        }
+    }
+}
+
+impl Deref for Checkout {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        self.handle
+            .as_ref()
+            .expect("a checkout's handle is only taken when it is dropped")
+    }
+}
+
+impl DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut Handle {
+        self.handle
+            .as_mut()
+            .expect("a checkout's handle is only taken when it is dropped")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        match &self.runtime {
+            Some(runtime) if tokio::runtime::Handle::try_current().is_err() => {
+                let _context = runtime.enter();
+                drop(handle);
+            }
+            _ => drop(handle),
+        }
     }
 }
 

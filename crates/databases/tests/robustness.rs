@@ -309,3 +309,34 @@ async fn a_pool_of_16_opens_on_a_new_sqlite_file() {
         db.disconnect().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_on_a_plain_thread_goes_back_to_the_pool() {
+    // The pool discards a connection dropped inside a transaction and opens a replacement,
+    // which it spawns on a runtime: the thread that drops it here has none.
+    let opts = DatabaseOptions::new()
+        .min_size(2)
+        .max_size(2)
+        .acquire_timeout(Duration::from_secs(5));
+    for t in common::databases_with(&opts) {
+        let l = &t.label;
+        t.connect().await.unwrap();
+        let mut conn = t.connection().await.unwrap();
+        conn.begin(databases::TransactionOptions::new())
+            .await
+            .unwrap();
+        let dropped = std::thread::spawn(move || drop(conn)).join();
+        assert!(dropped.is_ok(), "{l}: dropping the connection panicked");
+        // Both connections serve at once: none is lost, no waiter is left asleep.
+        let (a, b) = (t.connection().await, t.connection().await);
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        for conn in [&mut a, &mut b] {
+            assert!(!conn.in_transaction(), "{l}");
+            assert_eq!(
+                conn.fetch_val::<i64>("SELECT 1", (), 0).await.unwrap(),
+                Some(1),
+                "{l}"
+            );
+        }
+    }
+}
