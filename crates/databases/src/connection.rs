@@ -394,19 +394,21 @@ impl Connection {
             .await
     }
 
-    /// Rolls back the transaction that [`Connection::begin`] opened at `depth`, which must be
-    /// the innermost one open.
+    /// Rolls back the transaction that [`Connection::begin`] opened at `depth`, and any
+    /// opened inside it that are still open (a binding whose caller was cancelled just as
+    /// its `begin` of a savepoint finished never learns of that savepoint; undoing the outer
+    /// transaction undoes it too).
     ///
     /// Rolling back first interrupts a statement that an abandoned caller left running on the
     /// connection (SQLite), as dropping a [`Transaction`] does: any statement for the
     /// outermost transaction, one that only reads for a savepoint.
     pub async fn rollback_depth(&mut self, depth: u32) -> Result<()> {
-        if depth == 1 && self.handle.depth == 1 {
+        if depth == 1 {
             self.handle.raw.interrupt();
-        } else if depth == self.handle.depth {
+        } else if depth <= self.handle.depth {
             self.handle.raw.interrupt_read();
         }
-        Transaction::resume(TxConn::Borrowed(self), depth)?
+        Transaction::resume_with_inner(TxConn::Borrowed(self), depth)?
             .rollback()
             .await
     }

@@ -177,6 +177,18 @@ impl<'c> Transaction<'c> {
     /// Takes up a transaction that [`Transaction::detach`] left open at `level`, which must be
     /// the innermost one open on the connection.
     pub(crate) fn resume(conn: TxConn<'c>, level: u32) -> Result<Self> {
+        let mut tx = Self::resume_with_inner(conn, level)?;
+        if let Err(e) = tx.check_innermost() {
+            // Refused: the transaction stays open, as it was.
+            tx.done = true;
+            return Err(e);
+        }
+        Ok(tx)
+    }
+
+    /// Like [`Transaction::resume`], for a rollback, which may undo transactions still open
+    /// inside this one along with it.
+    pub(crate) fn resume_with_inner(conn: TxConn<'c>, level: u32) -> Result<Self> {
         let mut tx = Self {
             conn,
             level,
@@ -188,7 +200,6 @@ impl<'c> Transaction<'c> {
                 "no transaction is open at depth {level} (the connection has {open} open)"
             )));
         }
-        tx.check_innermost()?;
         tx.done = false;
         Ok(tx)
     }
@@ -241,9 +252,19 @@ impl<'c> Transaction<'c> {
     }
 
     /// Undoes the transaction's work (`ROLLBACK`, or `ROLLBACK TO SAVEPOINT` for a nested
-    /// one, which keeps the outer transaction's work).
+    /// one, which keeps the outer transaction's work), and that of any transaction still
+    /// open inside it (only possible if one was leaked with `std::mem::forget`).
+    ///
+    /// On a server connection that an abandoned operation left unusable (its caller was
+    /// cancelled), there is nothing to send: the pool discards the connection, and the
+    /// server rolls back what was open in its session as that ends. The rollback then
+    /// succeeds without a round trip (a commit there fails: the work is lost).
     pub async fn rollback(mut self) -> Result<()> {
-        self.check_innermost()?;
+        if self.connection().handle.raw.was_abandoned() {
+            self.connection_mut().handle.broken = true;
+            self.finish();
+            return Ok(());
+        }
         let sql = rollback_sql(self.level);
         let result = self.connection_mut().control(sql).await;
         if result.is_err() {

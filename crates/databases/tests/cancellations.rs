@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use databases::{Backend, Database, DatabaseOptions};
+use databases::{Backend, Database, DatabaseOptions, ErrorKind};
 use futures_util::future::join_all;
 
 async fn sessions(observer: &Database) -> i64 {
@@ -143,5 +143,43 @@ async fn a_statement_dropped_on_its_way_still_stops() {
         t.disconnect().await.unwrap();
         sessions_back_to(&observer, before, Duration::from_secs(20), l).await;
         observer.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_abandoned_statement_rollback_succeeds_and_commit_fails() {
+    let _serial = SERIAL.lock().await;
+    for t in common::databases().await {
+        if t.backend() == Backend::Sqlite {
+            continue; // SQLite stops the statement and keeps the connection
+        }
+        let l = &t.label;
+        t.recreate("cx_abandoned", "x INTEGER").await;
+        for commit in [false, true] {
+            let mut conn = t.connection().await.unwrap();
+            conn.begin(databases::TransactionOptions::new())
+                .await
+                .unwrap();
+            conn.execute("INSERT INTO cx_abandoned (x) VALUES (1)", ())
+                .await
+                .unwrap();
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(200),
+                conn.fetch_one(t.slow_query(), ()),
+            )
+            .await;
+            assert!(abandoned.is_err(), "{l}: the slow statement finished");
+            if commit {
+                // The work is lost with the connection: a commit must not claim otherwise.
+                let e = conn.commit_depth(1).await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}");
+            } else {
+                // The transaction ends with the discarded connection: nothing to report.
+                conn.rollback_depth(1).await.unwrap();
+                assert!(!conn.in_transaction(), "{l}");
+            }
+            drop(conn);
+            assert_eq!(t.count("cx_abandoned").await, 0, "{l}");
+        }
     }
 }

@@ -212,6 +212,32 @@ async fn closure_form_commits_on_ok_and_rolls_back_on_err() {
 }
 
 #[tokio::test]
+async fn rolling_back_an_outer_transaction_undoes_the_ones_open_inside_it() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_inner_open", "x INTEGER").await;
+        let mut conn = t.connection().await.unwrap();
+        for depth in 1..=2 {
+            let options = databases::TransactionOptions::new();
+            assert_eq!(conn.begin(options).await.unwrap(), depth, "{l}");
+            conn.execute(&insert("tx_inner_open"), params! { "x" => depth })
+                .await
+                .unwrap();
+        }
+        // Committing the outer one while the inner one is open is refused, and changes
+        // nothing...
+        let e = conn.commit_depth(1).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transaction, "{l}");
+        assert_eq!(conn.transaction_depth(), 2, "{l}");
+        // ...rolling it back undoes both.
+        conn.rollback_depth(1).await.unwrap();
+        assert_eq!(conn.transaction_depth(), 0, "{l}");
+        drop(conn);
+        assert_eq!(t.count("tx_inner_open").await, 0, "{l}");
+    }
+}
+
+#[tokio::test]
 async fn finishing_an_outer_transaction_while_an_inner_one_is_open_is_refused() {
     for t in common::databases().await {
         let l = &t.label;

@@ -142,12 +142,48 @@ impl futures_core::Stream for Chunks {
     }
 }
 
+/// Whether a server connection is usable: poisoned while an operation is in flight, and
+/// for good when one never finished.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[derive(Default)]
+pub(crate) struct Poison {
+    set: std::sync::atomic::AtomicBool,
+    /// The operation that left it poisoned was abandoned by its caller (its future was
+    /// dropped), rather than ended by the loss of the session.
+    abandoned: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl Poison {
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Poisons the connection for good.
+    #[cfg_attr(
+        not(feature = "mysql"),
+        allow(
+            dead_code,
+            reason = "only MySQL poisons a connection outside an operation"
+        )
+    )]
+    pub(crate) fn set(&self) {
+        self.set.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether an abandoned operation poisoned it: the connection is being discarded, and
+    /// the server ends its session, rolling back any transaction open there.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Marks a server connection poisoned while an operation is in flight. Dropped before
 /// [`InFlight::done`] (its future was dropped), the connection stays poisoned, so the pool
 /// discards it, and `abandon` runs to stop the statement on the server.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) struct InFlight {
-    poisoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    poisoned: std::sync::Arc<Poison>,
     abandon: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -155,10 +191,10 @@ pub(crate) struct InFlight {
 impl InFlight {
     /// Starts an operation; fails on a connection that an earlier one left poisoned.
     pub(crate) fn start(
-        poisoned: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+        poisoned: &std::sync::Arc<Poison>,
         abandon: impl FnOnce() + Send + 'static,
     ) -> Result<Self> {
-        if poisoned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if poisoned.set.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::connection_lost(
                 "this connection was abandoned in the middle of an operation and is being \
                  discarded; take a new one from the pool",
@@ -174,6 +210,7 @@ impl InFlight {
     pub(crate) fn done(mut self) {
         self.abandon = None;
         self.poisoned
+            .set
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -193,6 +230,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(abandon) = self.abandon.take() {
+            self.poisoned
+                .abandoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             abandon();
         }
     }
@@ -579,6 +619,19 @@ impl RawConnection {
         }
     }
 
+    /// Whether an operation whose caller gave up left this connection unusable (a server
+    /// connection being discarded; never on SQLite, which stops the statement and goes on).
+    pub(crate) fn was_abandoned(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => false,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.poisoned.abandoned(),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.poisoned.abandoned(),
+        }
+    }
+
     pub(crate) fn is_broken(&self) -> bool {
         match self {
             #[cfg(feature = "sqlite")]
@@ -606,12 +659,12 @@ impl RawConnection {
 #[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::InFlight;
+    use super::{InFlight, Poison};
     use crate::ErrorKind;
 
-    fn flight(poisoned: &Arc<AtomicBool>, abandoned: &Arc<AtomicUsize>) -> InFlight {
+    fn flight(poisoned: &Arc<Poison>, abandoned: &Arc<AtomicUsize>) -> InFlight {
         let abandoned = abandoned.clone();
         InFlight::start(poisoned, move || {
             abandoned.fetch_add(1, Ordering::SeqCst);
@@ -658,14 +711,14 @@ mod tests {
     fn an_operation_in_flight_poisons_until_it_ends() {
         let (poisoned, abandoned) = (Arc::default(), Arc::default());
         let guard = flight(&poisoned, &abandoned);
-        assert!(poisoned.load(Ordering::SeqCst));
+        assert!(poisoned.is_set());
         // A second operation cannot start meanwhile.
         assert_eq!(
             InFlight::start(&poisoned, || {}).err().unwrap().kind(),
             ErrorKind::ConnectionLost
         );
         guard.done();
-        assert!(!poisoned.load(Ordering::SeqCst));
+        assert!(!poisoned.is_set() && !poisoned.abandoned());
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }
 
@@ -673,7 +726,7 @@ mod tests {
     fn a_dropped_operation_is_abandoned_and_stays_poisoned() {
         let (poisoned, abandoned) = (Arc::default(), Arc::default());
         drop(flight(&poisoned, &abandoned));
-        assert!(poisoned.load(Ordering::SeqCst));
+        assert!(poisoned.is_set() && poisoned.abandoned());
         assert_eq!(abandoned.load(Ordering::SeqCst), 1);
     }
 
@@ -681,9 +734,10 @@ mod tests {
     fn only_a_lost_session_stays_poisoned_at_the_end() {
         let (poisoned, abandoned) = (Arc::default(), Arc::default());
         flight(&poisoned, &abandoned).end(false);
-        assert!(!poisoned.load(Ordering::SeqCst));
+        assert!(!poisoned.is_set());
         flight(&poisoned, &abandoned).end(true);
-        assert!(poisoned.load(Ordering::SeqCst));
+        // Poisoned, but not abandoned: a rollback reports the lost session.
+        assert!(poisoned.is_set() && !poisoned.abandoned());
         // Nothing is left to stop on the server.
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }

@@ -12,7 +12,7 @@
 //! `KILL QUERY` instead and keeps the connection. `iterate` runs the query in a task that owns the connection and
 //! hands it back when the rows are done.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,7 +172,7 @@ pub(crate) struct MyConnection {
     id: u32,
     opts: Opts,
     command_timeout: Option<Duration>,
-    poisoned: Arc<AtomicBool>,
+    pub(super) poisoned: Arc<super::Poison>,
     /// Set while an `iterate` task owns the connection: completes when it gave it back (or
     /// gave up on it).
     streaming: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -217,14 +217,14 @@ impl MyConnection {
             returned: Arc::new(Mutex::new(None)),
             opts: config.opts.clone(),
             command_timeout: config.command_timeout,
-            poisoned: Arc::new(AtomicBool::new(false)),
+            poisoned: Arc::default(),
             streaming: None,
             probe,
         })
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
+        self.poisoned.is_set()
             || (self.conn.is_none()
                 && self
                     .returned
@@ -262,7 +262,7 @@ impl MyConnection {
             Some(conn) => Ok((guard, conn)),
             None => {
                 guard.done();
-                self.poisoned.store(true, Ordering::SeqCst);
+                self.poisoned.set();
                 Err(Error::connection_lost(
                     "the MySQL connection was lost while streaming rows",
                 ))

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -392,7 +392,7 @@ pub(crate) struct PgConnection {
     statement_cache: bool,
     command_timeout: Option<Duration>,
     /// Set while an operation is in flight and left set if its future is dropped.
-    poisoned: Arc<AtomicBool>,
+    pub(super) poisoned: Arc<super::Poison>,
     /// Closed when the task driving the connection has ended.
     ended: tokio::sync::watch::Receiver<()>,
 }
@@ -426,12 +426,12 @@ impl PgConnection {
             statements: HashMap::new(),
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
-            poisoned: Arc::new(AtomicBool::new(false)),
+            poisoned: Arc::default(),
         })
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst) || self.client.is_closed()
+        self.poisoned.is_set() || self.client.is_closed()
     }
 
     /// Marks the start of an operation; fails on a poisoned connection. If the operation is
