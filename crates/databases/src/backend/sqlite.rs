@@ -123,12 +123,23 @@ fn wait_for_lock(attempts: i32) -> bool {
     true
 }
 
-/// SQLite's progress handler: stops an inline read whose budget is spent. Statements on a
-/// connection thread (no deadline there) are never stopped by it.
+/// SQLite's progress handler: stops an inline read whose budget is spent, and, on a
+/// connection thread, a statement whose caller has given up (see [`Shared::give_up`]).
+///
+/// The second is what makes giving up reliable: `sqlite3_interrupt` only reaches a statement
+/// that is already running, and SQLite forgets it when a statement starts with none
+/// running, so an interrupt sent between the job's start and its first step was lost (an
+/// endless query then ran on, and the connection never came back).
 fn inline_budget_spent() -> bool {
-    INLINE_DEADLINE
-        .get()
-        .is_some_and(|deadline| Instant::now() >= deadline)
+    if let Some(deadline) = INLINE_DEADLINE.get() {
+        return Instant::now() >= deadline;
+    }
+    SHARED.with(|s| {
+        s.borrow().as_ref().is_some_and(|shared| {
+            shared.running.load(Ordering::SeqCst) != 0
+                && shared.current.load(Ordering::SeqCst) <= shared.give_up.load(Ordering::SeqCst)
+        })
+    })
 }
 
 /// How to open SQLite connections, resolved from the URL.
@@ -639,6 +650,10 @@ impl SqliteConnection {
             true,
         )?;
         let guard = InterruptOnDrop::new(&self.shared, id, self.sent);
+        // Declared after the guard, so dropped before it when the caller goes away: a job
+        // that has not started yet then sees its caller gone and is skipped, and one that
+        // has is stopped by the guard.
+        let rx = rx;
         let result = rx.await;
         guard.disarm();
         result.map_err(|_| {
@@ -1703,6 +1718,31 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 80);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gave_up_before_the_first_step_still_stops_its_statement() {
+        let mut conn = SqliteConnection::open(&config("sqlite://")).await.unwrap();
+        // The caller gives up after its job started and before its statement ran: an
+        // interrupt sent then is lost (SQLite clears it when a statement starts with none
+        // running), so only the progress handler can stop the endless query.
+        let shared = conn.shared.clone();
+        let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                       SELECT count(*) FROM c";
+        let run = conn.call(move |c| {
+            let seq = shared.current.load(Ordering::SeqCst);
+            shared.give_up.fetch_max(seq, Ordering::SeqCst);
+            shared.interrupt.interrupt();
+            c.query_row(endless, [], |r| r.get::<_, i64>(0))
+                .map_err(map_error)
+        });
+        let e = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the statement ran on after its caller gave up")
+            .unwrap_err();
+        assert!(e.to_string().contains("interrupt"), "{e}");
+        // The connection serves the next caller.
+        conn.control("SELECT 1".to_owned()).await.unwrap();
     }
 
     #[tokio::test]
