@@ -122,18 +122,9 @@ impl Awaitable {
         )
     }
 
-    /// Drops the operation (inside the runtime's context: see [`crate::InRuntime`]).
+    /// Drops the operation.
     fn close(&mut self) {
-        if let Some(future) = self.future.take() {
-            let _context = crate::runtime().enter();
-            drop(future);
-        }
-    }
-}
-
-impl Drop for Awaitable {
-    fn drop(&mut self) {
-        self.close();
+        self.future = None;
     }
 }
 

@@ -51,52 +51,6 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// A value of the core that is dropped inside [`runtime`]'s context, whatever the thread:
-/// dropping a pooled connection (or what holds one) may spawn work on the runtime (bb8
-/// spawns the opening of a replacement for a connection it discards), which panics on a
-/// thread outside it, such as the event loop's thread freeing a Python object or a
-/// cancelled operation's future.
-pub(crate) struct InRuntime<T>(Option<T>);
-
-impl<T> InRuntime<T> {
-    pub(crate) fn new(value: T) -> Self {
-        Self(Some(value))
-    }
-}
-
-impl<T: Default> Default for InRuntime<T> {
-    fn default() -> Self {
-        Self::new(T::default())
-    }
-}
-
-impl<T> std::ops::Deref for InRuntime<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        self.0
-            .as_ref()
-            .expect("an InRuntime value is only taken out when it is dropped")
-    }
-}
-
-impl<T> std::ops::DerefMut for InRuntime<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.0
-            .as_mut()
-            .expect("an InRuntime value is only taken out when it is dropped")
-    }
-}
-
-impl<T> Drop for InRuntime<T> {
-    fn drop(&mut self) {
-        if let Some(value) = self.0.take() {
-            let _context = runtime().enter();
-            drop(value);
-        }
-    }
-}
-
 /// Set when the interpreter starts to shut down (an `atexit` hook): from then on no thread
 /// of ours may wake an event loop, which would enter an interpreter that is going away.
 static FINALIZING: AtomicBool = AtomicBool::new(false);
@@ -298,10 +252,9 @@ impl Wake for Forward {
 }
 
 /// A task on [`runtime`], awaited through a [`Forward`] waker and aborted when the awaiting
-/// coroutine is dropped. Its handle is dropped inside the runtime's context: a task that
-/// finished meanwhile hands its output (a connection, say) to the handle's drop.
+/// coroutine is dropped.
 struct Spawned<T> {
-    handle: InRuntime<tokio::task::JoinHandle<T>>,
+    handle: tokio::task::JoinHandle<T>,
     forward: Arc<Forward>,
 }
 
@@ -311,7 +264,7 @@ impl<T> Future for Spawned<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.forward.remember(cx.waker());
         let waker = Waker::from(self.forward.clone());
-        Pin::new(&mut *self.handle)
+        Pin::new(&mut self.handle)
             .poll(&mut Context::from_waker(&waker))
             .map(|joined| {
                 joined.map_err(|e| {
@@ -375,7 +328,7 @@ async fn run<T: Send + 'static>(
     fut: impl Future<Output = databases::Result<T>> + Send + 'static,
 ) -> PyResult<T> {
     Spawned {
-        handle: InRuntime::new(runtime().spawn(fut)),
+        handle: runtime().spawn(fut),
         forward: Forward::new(),
     }
     .await?
@@ -397,7 +350,7 @@ async fn run_here<T: Send + 'static>(
     let forward = Forward::new();
     if forward.channel.is_none() {
         return Spawned {
-            handle: InRuntime::new(runtime().spawn(fut)),
+            handle: runtime().spawn(fut),
             forward,
         }
         .await?

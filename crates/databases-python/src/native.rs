@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 
 use crate::awaitable::Awaitable;
 use crate::record::{Builder, Spec};
-use crate::{InRuntime, convert, run, run_here, run_on, runtime};
+use crate::{convert, run, run_here, run_on, runtime};
 
 /// Rows per chunk handed from an `iterate` query to Python.
 const CHUNK_ROWS: usize = 500;
@@ -21,9 +21,8 @@ const CHUNK_ROWS: usize = 500;
 /// `iterate` that is reading from it.
 #[derive(Default)]
 struct Held {
-    /// `None` once released. Dropped inside the runtime's context (a Python connection
-    /// freed while it still holds one).
-    conn: InRuntime<Mutex<Option<Connection>>>,
+    /// `None` once released.
+    conn: Mutex<Option<Connection>>,
     /// Operations waiting for `conn`. An `iterate` in progress that sees one reads the rest
     /// of its rows into memory and lets the connection go, so that a query inside the loop
     /// runs instead of waiting for a loop that waits for it.
@@ -40,7 +39,7 @@ impl Held {
     fn new(conn: Connection) -> Self {
         Self {
             here: drive_here(conn.backend()),
-            conn: InRuntime::new(Mutex::new(Some(conn))),
+            conn: Mutex::new(Some(conn)),
             ..Self::default()
         }
     }
@@ -215,7 +214,7 @@ impl Target {
 /// A pool of connections for one database URL (the core's `Database`).
 #[pyclass(frozen, module = "databases._native")]
 pub(crate) struct NativeDatabase {
-    db: InRuntime<Arc<Database>>,
+    db: Arc<Database>,
     mysql: bool,
 }
 
@@ -227,7 +226,7 @@ impl NativeDatabase {
         let db = Database::new(url).map_err(crate::errors::to_py)?;
         let mysql = db.backend() == databases::Backend::Mysql;
         Ok(Self {
-            db: InRuntime::new(Arc::new(db)),
+            db: Arc::new(db),
             mysql,
         })
     }

@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use crate::backend::{BoundQuery, Keep};
 use crate::error::{Error, Result};
 use crate::params::{IntoParams, rewrite};
-use crate::pool::{Checkout, Closing, Handle, Lease};
+use crate::pool::{Closing, Handle, Lease};
 use crate::query::{Rendered, Sql};
 use crate::record::{ColumnIndex, Record};
 use crate::stream::RowStream;
@@ -50,7 +50,7 @@ impl ExecuteResult {
 /// connection (temporary tables, session settings). A connection that is dropped inside a
 /// transaction has that transaction rolled back before anyone else can use it.
 pub struct Connection {
-    pub(crate) handle: Checkout,
+    pub(crate) handle: Handle,
     /// Counts this connection as held until dropped, and lets `disconnect` close it.
     lease: Lease,
 }
@@ -136,10 +136,7 @@ impl futures_core::Stream for Guarded<'_> {
 
 impl Connection {
     pub(crate) fn new(handle: Handle, lease: Lease) -> Self {
-        Self {
-            handle: Checkout::new(handle, lease.closing()),
-            lease,
-        }
+        Self { handle, lease }
     }
 
     /// The handle on which `disconnect` closes this connection.

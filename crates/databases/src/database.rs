@@ -204,7 +204,7 @@ impl Database {
         *self.state() = Some(Arc::new(Connected {
             pool,
             global,
-            closing: Arc::new(Closing::new(tokio::runtime::Handle::try_current().ok())),
+            closing: Arc::default(),
         }));
         tracing::info!(url = %config.url, "connected to database");
         Ok(())

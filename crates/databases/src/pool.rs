@@ -65,7 +65,49 @@ impl bb8::ManageConnection for Manager {
 }
 
 pub(crate) type Pool = bb8::Pool<Manager>;
-pub(crate) type Pooled = bb8::PooledConnection<'static, Manager>;
+/// A connection taken from the pool, given back when dropped: inside the runtime it was taken
+/// on when the dropping thread has none (a plain thread, a destructor that runs after the
+/// application's runtime is gone, a Python object freed on the event loop's thread). The
+/// pool spawns the opening of a replacement for a connection it discards, and tokio's spawn
+/// panics outside a runtime; the panic also skipped the pool's wake of its waiters, which
+/// then waited out the acquire timeout.
+pub(crate) struct Pooled {
+    conn: Option<bb8::PooledConnection<'static, Manager>>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Deref for Pooled {
+    type Target = PoolConn;
+
+    fn deref(&self) -> &PoolConn {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is only taken out when it is dropped")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut PoolConn {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is only taken out when it is dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        match &self.runtime {
+            Some(runtime) if tokio::runtime::Handle::try_current().is_err() => {
+                let _context = runtime.enter();
+                drop(conn);
+            }
+            _ => drop(conn),
+        }
+    }
+}
 
 /// Builds the pool and opens `min_size` connections, so that a bad path or server fails here.
 pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
@@ -90,9 +132,13 @@ pub(crate) async fn build(config: Arc<Config>) -> Result<Pool> {
 
 /// Takes a connection from the pool, waiting at most the acquire timeout.
 pub(crate) async fn acquire(pool: &Pool, config: &Config) -> Result<Pooled> {
-    pool.get_owned().await.map_err(|e| match e {
+    let conn = pool.get_owned().await.map_err(|e| match e {
         bb8::RunError::User(e) => e,
         bb8::RunError::TimedOut => pool_timeout(config),
+    })?;
+    Ok(Pooled {
+        conn: Some(conn),
+        runtime: tokio::runtime::Handle::try_current().ok(),
     })
 }
 
@@ -148,19 +194,9 @@ pub(crate) struct Closing {
     returned: Notify,
     /// How long disconnect waited, for the error message.
     waited: Mutex<Duration>,
-    /// The runtime the database connected on (see [`Checkout`]).
-    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Closing {
-    /// The state of a database connected on `runtime`.
-    pub(crate) fn new(runtime: Option<tokio::runtime::Handle>) -> Self {
-        Self {
-            runtime,
-            ..Self::default()
-        }
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
@@ -207,59 +243,6 @@ pub(crate) async fn wait_until(changed: &Notify, done: impl Fn() -> bool) {
             return;
         }
         notified.await;
-    }
-}
-
-/// A connection taken from the pool, given back when dropped, inside the runtime the
-/// database connected on when the thread dropping it has none (a plain thread, a destructor
-/// that runs after the application's runtime is gone): the pool spawns the opening of a
-/// replacement for a connection it discards, and tokio's spawn panics outside a runtime.
-/// The panic also skipped the pool's wake of its waiters, which then waited out the
-/// acquire timeout.
-pub(crate) struct Checkout {
-    handle: Option<Handle>,
-    runtime: Option<tokio::runtime::Handle>,
-}
-
-impl Checkout {
-    pub(crate) fn new(handle: Handle, closing: &Closing) -> Self {
-        Self {
-            handle: Some(handle),
-            runtime: closing.runtime.clone(),
-        }
-    }
-}
-
-impl Deref for Checkout {
-    type Target = Handle;
-
-    fn deref(&self) -> &Handle {
-        self.handle
-            .as_ref()
-            .expect("a checkout's handle is only taken when it is dropped")
-    }
-}
-
-impl DerefMut for Checkout {
-    fn deref_mut(&mut self) -> &mut Handle {
-        self.handle
-            .as_mut()
-            .expect("a checkout's handle is only taken when it is dropped")
-    }
-}
-
-impl Drop for Checkout {
-    fn drop(&mut self) {
-        let Some(handle) = self.handle.take() else {
-            return;
-        };
-        match &self.runtime {
-            Some(runtime) if tokio::runtime::Handle::try_current().is_err() => {
-                let _context = runtime.enter();
-                drop(handle);
-            }
-            _ => drop(handle),
-        }
     }
 }
 

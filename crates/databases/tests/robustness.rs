@@ -339,4 +339,13 @@ async fn a_connection_dropped_on_a_plain_thread_goes_back_to_the_pool() {
             );
         }
     }
+    // A force_rollback database dropped without disconnect: its one connection, inside
+    // the outer transaction, is discarded the same way.
+    for t in common::databases_with(&opts.clone().force_rollback(true)) {
+        let l = t.label.clone();
+        t.connect().await.unwrap();
+        t.execute("SELECT 1", ()).await.unwrap();
+        let dropped = std::thread::spawn(move || drop(t)).join();
+        assert!(dropped.is_ok(), "{l}: dropping the database panicked");
+    }
 }
