@@ -285,7 +285,9 @@ impl NativeDatabase {
     ) -> PyResult<Awaitable> {
         let options = transaction_options(isolation, readonly, deferrable)?;
         let (db, mysql) = (self.db.clone(), self.mysql);
-        let here = drive_here(db.backend());
+        // PostgreSQL's BEGIN goes out with the transaction's first statement: with an idle
+        // connection in the pool this finishes on its first poll, with no hop to the runtime.
+        let here = drive_here(db.backend()) || db.backend() == databases::Backend::Postgres;
         Ok(Awaitable::new("NativeDatabase.acquire_begin", async move {
             let conn = run_on(here, async move {
                 let mut conn = db.connection().await?;

@@ -97,6 +97,10 @@ pub(crate) enum TxConn<'c> {
 ///
 /// It dereferences to [`Connection`], so every query method works on it.
 ///
+/// On SQLite and PostgreSQL the outermost `BEGIN` costs no round trip of its own: it goes to
+/// the database with the transaction's first statement, so a failure to start the
+/// transaction is that statement's error, and a transaction that runs nothing sends nothing.
+///
 /// ## Note
 ///
 /// A transaction **rolls back unless committed**: dropping it without calling

@@ -563,3 +563,109 @@ async fn an_error_rolls_back_exactly_its_own_level() {
         }
     }
 }
+
+/// The server's view of one PostgreSQL session: `idle`, `idle in transaction`, ...
+async fn session_state(db: &databases::Database, pid: i64) -> String {
+    db.fetch_val::<String>(
+        "SELECT state FROM pg_stat_activity WHERE pid = :pid",
+        params! { "pid" => pid },
+        0,
+    )
+    .await
+    .unwrap()
+    .expect("the session is listed")
+}
+
+#[tokio::test]
+async fn postgres_sends_begin_with_the_first_statement() {
+    for t in common::databases().await {
+        if t.backend() != databases::Backend::Postgres {
+            continue;
+        }
+        let mut conn = t.connection().await.unwrap();
+        let pid = conn
+            .fetch_val::<i64>("SELECT pg_backend_pid()", (), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut tx = conn.transaction().await.unwrap();
+        // Nothing has gone out: the server has no transaction yet.
+        assert_eq!(session_state(&t, pid).await, "idle");
+        let started: i64 = tx.fetch_val("SELECT 1", (), 0).await.unwrap().unwrap();
+        assert_eq!(started, 1);
+        assert_eq!(session_state(&t, pid).await, "idle in transaction");
+        tx.commit().await.unwrap();
+        assert_eq!(session_state(&t, pid).await, "idle");
+
+        // A transaction that sent nothing ends without a round trip, by commit, rollback or
+        // drop, and its connection goes back to the pool (it is not discarded).
+        conn.transaction().await.unwrap().commit().await.unwrap();
+        conn.transaction().await.unwrap().rollback().await.unwrap();
+        drop(conn.transaction().await.unwrap());
+        assert!(!conn.in_transaction());
+        assert_eq!(session_state(&t, pid).await, "idle");
+        drop(conn);
+        let db = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
+        db.connect().await.unwrap();
+        let first = db
+            .fetch_val::<i64>("SELECT pg_backend_pid()", (), 0)
+            .await
+            .unwrap();
+        drop(db.transaction().await.unwrap());
+        let after = db
+            .fetch_val::<i64>("SELECT pg_backend_pid()", (), 0)
+            .await
+            .unwrap();
+        assert_eq!(first, after, "the connection was kept");
+        db.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
+    for t in common::databases().await {
+        if t.backend() != databases::Backend::Postgres {
+            continue;
+        }
+        let mut conn = t.connection().await.unwrap();
+        // Prepared (and cached) while the session is healthy.
+        conn.execute("SELECT 1", ()).await.unwrap();
+        // A transaction opened with raw SQL and aborted by an error, unknown to the crate:
+        // the BEGIN of the next transaction fails there.
+        conn.execute("BEGIN", ()).await.unwrap();
+        conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+        let mut tx = conn.transaction().await.unwrap();
+        let err = tx.execute("SELECT 1", ()).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("could not start the transaction: "),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("ran outside"), "{err}");
+        let refused = tx.fetch_all("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Transaction, "{refused}");
+        assert!(refused.to_string().contains("roll it back"), "{refused}");
+        // The rollback ends what was open on the server, and the connection is clean again.
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            conn.fetch_val::<i64>("SELECT 2", (), 0).await.unwrap(),
+            Some(2)
+        );
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("SELECT 1", ()).await.unwrap();
+        tx.commit().await.unwrap();
+        // A failed BEGIN's transaction cannot commit.
+        conn.execute("BEGIN", ()).await.unwrap();
+        conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("SELECT 1", ()).await.unwrap_err();
+        let refused = tx.commit().await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Transaction, "{refused}");
+        // Its drop rolled it back before the next statement.
+        assert_eq!(
+            conn.fetch_val::<i64>("SELECT 3", (), 0).await.unwrap(),
+            Some(3)
+        );
+        assert!(!conn.in_transaction());
+    }
+}

@@ -493,13 +493,14 @@ impl RawConnection {
 
     /// Starts the outermost transaction with `sql` (`BEGIN ...`). SQLite queues it ahead of
     /// the transaction's first statement instead of waiting for it (see
-    /// `SqliteConnection::begin`); the servers run it as [`RawConnection::control`].
+    /// `SqliteConnection::begin`), PostgreSQL sends it with that statement (see
+    /// `PgConnection::begin`); MySQL runs it as [`RawConnection::control`].
     pub(crate) async fn begin(&mut self, sql: String) -> Result<()> {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.begin(sql),
             #[cfg(feature = "postgres")]
-            Self::Postgres(c) => c.control(sql).await,
+            Self::Postgres(c) => c.begin(sql),
             #[cfg(feature = "mysql")]
             Self::Mysql(c) => c.control(sql).await,
         }
@@ -524,10 +525,13 @@ impl RawConnection {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.queue(sql),
-            // The others cannot send without awaiting: the caller leaves the rollback
-            // pending until the connection's next statement.
-            #[cfg(any(feature = "postgres", feature = "mysql"))]
-            _ => {
+            // A transaction whose BEGIN has not gone out has nothing to roll back.
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => sql == "ROLLBACK" && c.forget_begin(),
+            // MySQL cannot send without awaiting: the caller leaves the rollback pending
+            // until the connection's next statement.
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => {
                 let _ = sql;
                 false
             }

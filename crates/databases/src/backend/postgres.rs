@@ -10,6 +10,12 @@
 //! sent once per row. Either way every statement goes at once (tokio-postgres pipelines
 //! them), inside a transaction or savepoint.
 //!
+//! A transaction's `BEGIN` has no round trip of its own: it is written with the
+//! transaction's first statement, both before either answer is read, and a transaction that
+//! ends before sending anything sends nothing. A `BEGIN` that fails makes that statement
+//! fail too (if it ran, it ran outside the transaction, and its error says so), and the
+//! connection then refuses statements until the transaction is rolled back.
+//!
 //! Cancellation: an operation whose future is dropped while the server works on it poisons
 //! the connection (it refuses further use and the pool discards it) and sends the server a
 //! cancel request, so the query stops. A dropped transaction leaves a pending rollback that
@@ -395,6 +401,54 @@ pub(crate) struct PgConnection {
     pub(super) poisoned: Arc<super::Poison>,
     /// Closed when the task driving the connection has ended.
     ended: tokio::sync::watch::Receiver<()>,
+    /// The start of the transaction, when it has not gone out yet or failed.
+    begin: Begin,
+}
+
+/// The `BEGIN` of a transaction on a PostgreSQL connection, which goes out with the
+/// transaction's first statement (see [`PgConnection::begin`]).
+#[derive(Default)]
+struct Begin {
+    /// The `BEGIN` of a transaction that has sent nothing yet.
+    pending: Option<String>,
+    /// Set when a `BEGIN` sent with a statement failed: statements are refused until the
+    /// transaction is rolled back, so none runs outside the transaction its caller opened.
+    failed: bool,
+}
+
+impl Begin {
+    /// Fails after a `BEGIN` that went out with a statement failed, until the rollback.
+    fn check(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::transaction(
+                "the transaction failed to start (its BEGIN failed); roll it back before \
+                 running anything else on this connection",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Awaits `send`, a statement not sent yet, after sending the deferred `BEGIN` if there
+    /// is one. tokio-postgres writes requests in the order they are first polled, so both
+    /// go out before either answer is read: the transaction's start costs no round trip of
+    /// its own.
+    async fn then<T>(
+        &mut self,
+        client: &Client,
+        send: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let Some(begin) = self.pending.take() else {
+            return send.await.map_err(map_error);
+        };
+        let (began, result) = futures_util::future::join(client.batch_execute(&begin), send).await;
+        match began {
+            Ok(()) => result.map_err(map_error),
+            Err(e) => {
+                self.failed = true;
+                Err(begin_error(e, result.is_ok()))
+            }
+        }
+    }
 }
 
 impl PgConnection {
@@ -427,6 +481,7 @@ impl PgConnection {
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
             poisoned: Arc::default(),
+            begin: Begin::default(),
         })
     }
 
@@ -477,6 +532,7 @@ impl PgConnection {
     /// Runs one operation: poisons the connection while it is in flight, applies the
     /// command timeout.
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.begin.check()?;
         let guard = self.start()?;
         let limit = self.command_timeout;
         let (token, tls) = (self.client.cancel_token(), self.tls.clone());
@@ -495,11 +551,9 @@ impl PgConnection {
         self.run(async move |this| {
             let stmt = this.statement(&query.sql).await?;
             let params = bind_params(&stmt, &query)?;
-            let rows = this
-                .client
-                .query_raw(&stmt, params.iter())
-                .await
-                .map_err(map_error)?;
+            let rows = (this.begin)
+                .then(&this.client, this.client.query_raw(&stmt, params.iter()))
+                .await?;
             let mut rows = std::pin::pin!(rows);
             let mut returned = Value::Null;
             let mut first = true;
@@ -573,7 +627,15 @@ impl PgConnection {
             } else {
                 ("BEGIN", "COMMIT", "ROLLBACK")
             };
+            // A transaction's deferred BEGIN goes first, in the same write.
             let client = &this.client;
+            let deferred = this.begin.pending.take();
+            let start = async {
+                match &deferred {
+                    Some(sql) => client.batch_execute(sql).await,
+                    None => Ok(()),
+                }
+            };
             let begin = client.batch_execute(open);
             let inserts = futures_util::future::try_join_all(
                 sends
@@ -581,7 +643,11 @@ impl PgConnection {
                     .zip(&bound)
                     .map(|((stmt, ..), params)| client.execute_raw(stmt, params.iter())),
             );
-            let (began, counts) = futures_util::future::join(begin, inserts).await;
+            let (started, began, counts) = futures_util::future::join3(start, begin, inserts).await;
+            if let Err(e) = started {
+                this.begin.failed = true;
+                return Err(begin_error(e, counts.is_ok()));
+            }
             began.map_err(map_error)?;
             match counts {
                 Ok(counts) => {
@@ -606,11 +672,9 @@ impl PgConnection {
             let stmt = this.statement(&query.sql).await?;
             let params = bind_params(&stmt, &query)?;
             let columns = columns_of(&stmt);
-            let rows = this
-                .client
-                .query_raw(&stmt, params.iter())
-                .await
-                .map_err(map_error)?;
+            let rows = (this.begin)
+                .then(&this.client, this.client.query_raw(&stmt, params.iter()))
+                .await?;
             let mut rows = std::pin::pin!(rows);
             let mut out = Rows::new(columns);
             // Rows past the limit are read and dropped: the connection must end idle.
@@ -630,16 +694,15 @@ impl PgConnection {
         query: BoundQuery,
         keep: super::Keep,
     ) -> Result<BoxStream<'static, Result<Record>>> {
+        self.begin.check()?;
         let guard = self.start()?;
         let opened = async {
             let stmt = self.statement(&query.sql).await?;
             let params = bind_params(&stmt, &query)?;
             let columns = columns_of(&stmt);
-            let rows = self
-                .client
-                .query_raw(&stmt, params.iter())
-                .await
-                .map_err(map_error)?;
+            let rows = (self.begin)
+                .then(&self.client, self.client.query_raw(&stmt, params.iter()))
+                .await?;
             Ok::<_, Error>((rows, columns))
         }
         .await;
@@ -657,10 +720,56 @@ impl PgConnection {
         }
     }
 
-    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
-        self.run(async move |this| this.client.batch_execute(&sql).await.map_err(map_error))
-            .await
+    /// Starts a transaction with `sql` (`BEGIN ...`) without a round trip of its own: the
+    /// `BEGIN` goes out with the transaction's first statement, both sent before either
+    /// answer is read. A transaction that ends before sending anything sends nothing.
+    pub(crate) fn begin(&mut self, sql: String) -> Result<()> {
+        self.begin.check()?;
+        self.begin.pending = Some(sql);
+        Ok(())
     }
+
+    /// Drops a `BEGIN` that has not gone out yet, for a transaction rolled back from `Drop`:
+    /// true when there was one (the server has nothing to roll back).
+    pub(crate) fn forget_begin(&mut self) -> bool {
+        self.begin.pending.take().is_some()
+    }
+
+    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+        if sql == "COMMIT" || sql == "ROLLBACK" {
+            if self.begin.failed {
+                if sql == "COMMIT" {
+                    return self.begin.check();
+                }
+                self.begin.failed = false;
+            } else if self.begin.pending.is_some() && !self.poisoned.is_set() {
+                // Nothing went out since BEGIN was asked for: the server has no transaction.
+                self.begin.pending = None;
+                return Ok(());
+            }
+        }
+        self.run(async move |this| {
+            (this.begin)
+                .then(&this.client, this.client.batch_execute(&sql))
+                .await
+        })
+        .await
+    }
+}
+
+/// The error of a `BEGIN` sent ahead of a statement; `ran` when that statement succeeded,
+/// outside the transaction.
+fn begin_error(e: tokio_postgres::Error, ran: bool) -> Error {
+    let cause = map_error(e);
+    let mut message = format!("could not start the transaction: {}", cause.message());
+    if ran {
+        message.push_str(" (the statement sent with its BEGIN ran outside it)");
+    }
+    let mut error = Error::new(cause.kind(), message);
+    if let (Some(code), Some(db)) = (cause.code(), cause.db_message()) {
+        error = error.with_db(code.to_owned(), db.to_owned());
+    }
+    error.with_source(cause)
 }
 
 /// The rows of an `iterate`, decoded as they arrive.
