@@ -353,3 +353,44 @@ async def test_sqlite_cancelled_write_stops_waiting_for_a_lock(tmp_path: typing.
             async with connection.transaction():
                 await connection.execute("INSERT INTO t (x) VALUES (3)")
             assert await connection.fetch_val("SELECT count(*) FROM t") == 1
+
+
+@pytest.mark.asyncio
+async def test_postgres_sends_begin_with_the_first_statement(database_url: str) -> None:
+    """The server sees no transaction until its first statement; a failed BEGIN is that
+    statement's error, and the block's rollback leaves the connection clean."""
+    if DatabaseURL(database_url).dialect != "postgresql":
+        pytest.skip("PostgreSQL only: its sessions' states are visible in pg_stat_activity")
+    async with Database(database_url, min_size=1, max_size=1) as database, Database(
+        database_url
+    ) as observer:
+
+        async def state(pid: int) -> str:
+            query = "SELECT state FROM pg_stat_activity WHERE pid = :pid"
+            return await observer.fetch_val(query, {"pid": pid})
+
+        pid = await database.fetch_val("SELECT pg_backend_pid()")
+        async with database.transaction():
+            assert await state(pid) == "idle"
+            assert await database.fetch_val("SELECT pg_backend_pid()") == pid
+            assert await state(pid) == "idle in transaction"
+        assert await state(pid) == "idle"
+        async with database.transaction():
+            pass
+        assert await database.fetch_val("SELECT pg_backend_pid()") == pid
+
+        async with database.connection() as conn:
+            # A transaction opened with raw SQL and aborted, unknown to the library: the
+            # next BEGIN fails there.
+            await conn.execute("BEGIN")
+            with pytest.raises(DatabaseError):
+                await conn.execute("SELECT 1 / 0")
+            with pytest.raises(DatabaseError, match="could not start the transaction"):
+                async with conn.transaction():
+                    try:
+                        await conn.fetch_val("SELECT pg_backend_pid()")
+                    finally:
+                        with pytest.raises(ProgrammingError, match="roll it back"):
+                            await conn.fetch_val("SELECT pg_backend_pid()")
+            assert await conn.fetch_val("SELECT pg_backend_pid()") == pid
+            assert await state(pid) == "idle"
