@@ -227,6 +227,8 @@ async def test_records_are_mappings(database_url: str) -> None:
         assert dict(row._mapping) == {"id": 1, "name": "Daisy", "score": 92}
         assert row._mapping["name"] == "Daisy"
         assert row[0] == 1 and row[-1] == 92 and row[1:] == ("Daisy", 92)
+        # Iteration gives the names, reversed() the values, as on upstream's record.
+        assert list(reversed(row)) == [92, "Daisy", 1]
         assert row.name == "Daisy"
         assert row.get("score") == 92 and row.get("nope", 5) == 5
         assert repr(row) == "<Record id=1 name='Daisy' score=92>"

@@ -351,6 +351,14 @@ impl Record {
         Ok(self.meta.keys.bind(py).as_any().try_iter()?.into_any())
     }
 
+    /// The values in reverse column order: what `reversed()` gives on upstream's record, a
+    /// `Sequence` whose `__reversed__` reads `record[i]` from the last index down.
+    fn __reversed__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let values = Self::tuple(slf)?;
+        let reversed: Vec<_> = values.iter().rev().collect();
+        Ok(PyList::new(slf.py(), reversed)?.into_any().try_iter()?.into_any())
+    }
+
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(key.is_instance_of::<PyString>() && self.meta.index.bind(py).contains(key)?)
     }
