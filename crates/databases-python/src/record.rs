@@ -356,7 +356,10 @@ impl Record {
     fn __reversed__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let values = Self::tuple(slf)?;
         let reversed: Vec<_> = values.iter().rev().collect();
-        Ok(PyList::new(slf.py(), reversed)?.into_any().try_iter()?.into_any())
+        Ok(PyList::new(slf.py(), reversed)?
+            .into_any()
+            .try_iter()?
+            .into_any())
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
