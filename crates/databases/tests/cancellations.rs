@@ -183,3 +183,46 @@ async fn after_an_abandoned_statement_rollback_succeeds_and_commit_fails() {
         }
     }
 }
+
+/// A statement whose future is dropped on a thread without a runtime (a plain thread, a
+/// destructor after the application's runtime is gone) still stops on the server: the
+/// cancel request (PostgreSQL) or `KILL` (MySQL) runs on the runtime the connection was
+/// opened on. The slow query sleeps 30 s; its session must be gone well before that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_dropped_on_a_thread_without_a_runtime_still_stops() {
+    let _serial = SERIAL.lock().await;
+    let one = DatabaseOptions::new().min_size(1).max_size(1);
+    for t in common::databases_with(&one) {
+        if t.backend() == Backend::Sqlite {
+            continue; // no server, no session
+        }
+        let l = &t.label;
+        let observer = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
+        observer.connect().await.unwrap();
+        let before = sessions(&observer).await;
+        t.connect().await.unwrap();
+        let (db, slow) = (t.db.clone(), t.slow_query());
+        let mut work = Box::pin(async move { db.fetch_one(slow, ()).await.map(drop) });
+        // Long enough for the statement to reach the server and start sleeping.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), work.as_mut())
+                .await
+                .is_err(),
+            "{l}: the slow statement finished"
+        );
+        std::thread::spawn(move || drop(work)).join().unwrap();
+        // The pool's one connection was discarded and is replaced at once.
+        let value = tokio::time::timeout(
+            Duration::from_secs(10),
+            t.fetch_val::<i64>("SELECT 1", (), 0),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{l}: the pool did not serve a call"));
+        assert_eq!(value.unwrap(), Some(1), "{l}");
+        t.disconnect().await.unwrap();
+        // Without the cancel, PostgreSQL sleeps on; MariaDB notices the closed socket after
+        // about 5 s.
+        sessions_back_to(&observer, before, Duration::from_secs(3), l).await;
+        observer.disconnect().await.unwrap();
+    }
+}

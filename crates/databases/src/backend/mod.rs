@@ -238,12 +238,15 @@ impl Drop for InFlight {
     }
 }
 
-/// Runs `fut` on the current runtime, if there is one, without waiting for it.
+/// Runs `fut` on `runtime` (the one a connection was opened on) without waiting for it: also
+/// from a thread without a runtime, where an abandoned operation's future may be dropped.
+/// A runtime that has shut down drops `fut` unrun.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) fn spawn_detached(fut: impl Future<Output = ()> + Send + 'static) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(fut);
-    }
+pub(crate) fn spawn_detached(
+    runtime: &tokio::runtime::Handle,
+    fut: impl Future<Output = ()> + Send + 'static,
+) {
+    drop(runtime.spawn(fut));
 }
 
 /// Runs `op` within `limit`. On expiry, `cancel` asks the server to stop the statement and

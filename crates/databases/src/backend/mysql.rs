@@ -178,6 +178,9 @@ pub(crate) struct MyConnection {
     streaming: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Tells, without I/O, whether the server closed the connection while it sat idle.
     probe: Option<probe::Socket>,
+    /// The runtime the connection was opened on, where an abandoned operation's `KILL`
+    /// runs.
+    runtime: tokio::runtime::Handle,
 }
 
 async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
@@ -198,8 +201,8 @@ async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
 /// statement stops and an open transaction rolls back. The whole session, not just the
 /// query, because a `KILL QUERY` that arrives before the statement does is ignored, and the
 /// pool discards the poisoned connection anyway.
-fn kill_session(opts: Opts, id: u32) {
-    super::spawn_detached(async move {
+fn kill_session(runtime: &tokio::runtime::Handle, opts: Opts, id: u32) {
+    super::spawn_detached(runtime, async move {
         if let Ok(mut conn) = Conn::new(opts).await {
             let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
             let _ = conn.disconnect().await;
@@ -220,6 +223,7 @@ impl MyConnection {
             poisoned: Arc::default(),
             streaming: None,
             probe,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -249,8 +253,8 @@ impl MyConnection {
             // An abandoned stream is still reading the rest of its result.
             let _ = streaming.await;
         }
-        let (opts, id) = (self.opts.clone(), self.id);
-        let guard = InFlight::start(&self.poisoned, move || kill_session(opts, id))?;
+        let (opts, id, runtime) = (self.opts.clone(), self.id, self.runtime.clone());
+        let guard = InFlight::start(&self.poisoned, move || kill_session(&runtime, opts, id))?;
         if self.conn.is_none() {
             self.conn = self
                 .returned

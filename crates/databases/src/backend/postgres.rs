@@ -403,6 +403,9 @@ pub(crate) struct PgConnection {
     ended: tokio::sync::watch::Receiver<()>,
     /// The start of the transaction, when it has not gone out yet or failed.
     begin: Begin,
+    /// The runtime the connection was opened on, where an abandoned operation's cancel
+    /// requests run.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The `BEGIN` of a transaction on a PostgreSQL connection, which goes out with the
@@ -482,6 +485,7 @@ impl PgConnection {
             command_timeout: config.command_timeout,
             poisoned: Arc::default(),
             begin: Begin::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -500,9 +504,9 @@ impl PgConnection {
     /// runs on a poisoned connection, so a repeat can only reach the abandoned one.
     fn start(&self) -> Result<InFlight> {
         let (token, tls) = (self.client.cancel_token(), self.tls.clone());
-        let mut ended = self.ended.clone();
+        let (mut ended, runtime) = (self.ended.clone(), self.runtime.clone());
         InFlight::start(&self.poisoned, move || {
-            super::spawn_detached(async move {
+            super::spawn_detached(&runtime, async move {
                 let mut pause = Duration::from_millis(20);
                 for _ in 0..ABANDON_CANCELS {
                     let _ = token.cancel_query(tls.clone()).await;
