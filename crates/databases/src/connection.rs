@@ -174,10 +174,23 @@ impl Connection {
         guarded(&closing, async { self.raw().await?.begin(sql).await }).await
     }
 
-    /// Runs transaction control SQL on this connection.
-    pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+    /// Starts the transaction at `level` > 1 on this connection (see
+    /// `RawConnection::savepoint`).
+    pub(crate) async fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
         let closing = self.closing();
-        guarded(&closing, async { self.raw().await?.control(sql).await }).await
+        guarded(&closing, async {
+            self.raw().await?.savepoint(level, sql).await
+        })
+        .await
+    }
+
+    /// Ends the transaction at `level` on this connection (see `RawConnection::finish`).
+    pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
+        let closing = self.closing();
+        guarded(&closing, async {
+            self.raw().await?.finish(level, sql).await
+        })
+        .await
     }
 
     /// Rewrites the `:name` placeholders for this connection's database; no values yet.

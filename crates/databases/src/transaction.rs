@@ -100,6 +100,7 @@ pub(crate) enum TxConn<'c> {
 /// On SQLite and PostgreSQL the outermost `BEGIN` costs no round trip of its own: it goes to
 /// the database with the transaction's first statement, so a failure to start the
 /// transaction is that statement's error, and a transaction that runs nothing sends nothing.
+/// PostgreSQL starts a savepoint the same way.
 ///
 /// ## Note
 ///
@@ -160,7 +161,7 @@ impl<'c> Transaction<'c> {
             let sent = if level == 1 {
                 c.start_transaction(sql).await
             } else {
-                c.control(sql).await
+                c.savepoint(level, sql).await
             };
             if let Err(e) = sent {
                 tx.done = true;
@@ -250,7 +251,8 @@ impl<'c> Transaction<'c> {
             format!("RELEASE SAVEPOINT sp_{}", self.level)
         };
         // On error `done` stays false and `Drop` rolls back.
-        self.connection_mut().control(sql).await?;
+        let level = self.level;
+        self.connection_mut().finish(level, sql).await?;
         self.finish();
         Ok(())
     }
@@ -269,8 +271,8 @@ impl<'c> Transaction<'c> {
             self.finish();
             return Ok(());
         }
-        let sql = rollback_sql(self.level);
-        let result = self.connection_mut().control(sql).await;
+        let (level, sql) = (self.level, rollback_sql(self.level));
+        let result = self.connection_mut().finish(level, sql).await;
         if result.is_err() {
             // The connection's state is unknown: keep it out of the pool.
             self.connection_mut().handle.broken = true;
@@ -337,7 +339,7 @@ impl Drop for Transaction<'_> {
             conn.handle.raw.interrupt_read();
         }
         let sql = rollback_sql(level);
-        if !conn.handle.raw.queue_rollback(sql.clone()) {
+        if !conn.handle.raw.queue_rollback(level, sql.clone()) {
             // Runs before the connection's next statement; a rollback of an outer level
             // replaces one of an inner level, which it covers.
             conn.handle.pending_rollback = Some(sql);

@@ -566,8 +566,17 @@ async fn an_error_rolls_back_exactly_its_own_level() {
 
 /// The server's view of one PostgreSQL session: `idle`, `idle in transaction`, ...
 async fn session_state(db: &databases::Database, pid: i64) -> String {
+    session_column(db, pid, "state").await
+}
+
+/// The last statement one PostgreSQL session ran.
+async fn last_query(db: &databases::Database, pid: i64) -> String {
+    session_column(db, pid, "query").await
+}
+
+async fn session_column(db: &databases::Database, pid: i64, column: &str) -> String {
     db.fetch_val::<String>(
-        "SELECT state FROM pg_stat_activity WHERE pid = :pid",
+        &format!("SELECT {column} FROM pg_stat_activity WHERE pid = :pid"),
         params! { "pid" => pid },
         0,
     )
@@ -594,6 +603,28 @@ async fn postgres_sends_begin_with_the_first_statement() {
         let started: i64 = tx.fetch_val("SELECT 1", (), 0).await.unwrap().unwrap();
         assert_eq!(started, 1);
         assert_eq!(session_state(&t, pid).await, "idle in transaction");
+        tx.commit().await.unwrap();
+        assert_eq!(session_state(&t, pid).await, "idle");
+
+        // A savepoint goes out with its first statement too, and one that ran nothing sends
+        // nothing at all: the session's last statement stays the outer one's.
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("SELECT 11", ()).await.unwrap();
+        tx.transaction().await.unwrap().commit().await.unwrap();
+        tx.transaction().await.unwrap().rollback().await.unwrap();
+        drop(tx.transaction().await.unwrap());
+        let mut inner = tx.transaction().await.unwrap();
+        drop(inner.transaction().await.unwrap());
+        inner.rollback().await.unwrap();
+        assert_eq!(last_query(&t, pid).await, "SELECT 11");
+        // A savepoint and the one inside it start with the statement that runs in it.
+        let mut inner = tx.transaction().await.unwrap();
+        let mut innermost = inner.transaction().await.unwrap();
+        assert_eq!(innermost.depth(), 3);
+        innermost.execute("SELECT 12", ()).await.unwrap();
+        innermost.commit().await.unwrap();
+        assert_eq!(last_query(&t, pid).await, "RELEASE SAVEPOINT sp_3");
+        inner.rollback().await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(session_state(&t, pid).await, "idle");
 

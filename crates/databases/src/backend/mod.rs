@@ -509,6 +509,34 @@ impl RawConnection {
         }
     }
 
+    /// Starts the transaction at `level` > 1 with `sql` (`SAVEPOINT sp_N`). PostgreSQL sends
+    /// it with the savepoint's first statement; the others run it at once.
+    pub(crate) async fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.savepoint(level, sql),
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            _ => {
+                let _ = level;
+                self.control(sql).await
+            }
+        }
+    }
+
+    /// Ends the transaction at `level` with `sql` (a commit, a release or a rollback).
+    /// PostgreSQL sends nothing for a level whose start has not gone out.
+    pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c.finish(level, sql).await,
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            _ => {
+                let _ = level;
+                self.control(sql).await
+            }
+        }
+    }
+
     /// Runs transaction control SQL (`BEGIN`, `SAVEPOINT sp_2`, ...).
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         match self {
@@ -521,23 +549,23 @@ impl RawConnection {
         }
     }
 
-    /// Queues rollback SQL without waiting for it: it runs before anything sent later on this
-    /// connection. Returns false when the backend cannot do that; the caller then leaves the
-    /// rollback pending (see `PoolConn::pending_rollback`).
-    pub(crate) fn queue_rollback(&mut self, sql: String) -> bool {
+    /// Queues the rollback of the transaction at `level` (`sql`) without waiting for it: it
+    /// runs before anything sent later on this connection. Returns false when the backend
+    /// cannot do that; the caller then leaves the rollback pending (see
+    /// `PoolConn::pending_rollback`).
+    pub(crate) fn queue_rollback(&mut self, level: u32, sql: String) -> bool {
+        // Each backend uses one of the two.
+        let _ = (level, &sql);
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(c) => c.queue(sql),
-            // A transaction whose BEGIN has not gone out has nothing to roll back.
+            // A level whose start has not gone out has nothing to roll back.
             #[cfg(feature = "postgres")]
-            Self::Postgres(c) => sql == "ROLLBACK" && c.forget_begin(),
+            Self::Postgres(c) => c.forget(level),
             // MySQL cannot send without awaiting: the caller leaves the rollback pending
             // until the connection's next statement.
             #[cfg(feature = "mysql")]
-            Self::Mysql(_) => {
-                let _ = sql;
-                false
-            }
+            Self::Mysql(_) => false,
         }
     }
 

@@ -10,11 +10,11 @@
 //! sent once per row. Either way every statement goes at once (tokio-postgres pipelines
 //! them), inside a transaction or savepoint.
 //!
-//! A transaction's `BEGIN` has no round trip of its own: it is written with the
-//! transaction's first statement, both before either answer is read, and a transaction that
-//! ends before sending anything sends nothing. A `BEGIN` that fails makes that statement
-//! fail too (if it ran, it ran outside the transaction, and its error says so), and the
-//! connection then refuses statements until the transaction is rolled back.
+//! A transaction's `BEGIN` (a savepoint's `SAVEPOINT`) has no round trip of its own: it is
+//! written with the transaction's first statement, both before either answer is read, and a
+//! transaction that ends before sending anything sends nothing. A `BEGIN` that fails makes
+//! that statement fail too (if it ran, it ran outside the transaction, and its error says
+//! so), and the connection then refuses statements until the transaction is rolled back.
 //!
 //! Cancellation: an operation whose future is dropped while the server works on it poisons
 //! the connection (it refuses further use and the pool discards it) and sends the server a
@@ -408,12 +408,13 @@ pub(crate) struct PgConnection {
     runtime: tokio::runtime::Handle,
 }
 
-/// The `BEGIN` of a transaction on a PostgreSQL connection, which goes out with the
-/// transaction's first statement (see [`PgConnection::begin`]).
+/// The starts of transactions (`BEGIN`, `SAVEPOINT sp_N`) on a PostgreSQL connection that
+/// have not gone out: they go with the next statement (see [`PgConnection::begin`]).
 #[derive(Default)]
 struct Begin {
-    /// The `BEGIN` of a transaction that has sent nothing yet.
-    pending: Option<String>,
+    /// The starts not sent yet, outermost first, with their depths. Always the innermost
+    /// open levels: a level goes out with every level outside it.
+    pending: Vec<(u32, String)>,
     /// Set when a `BEGIN` sent with a statement failed: statements are refused until the
     /// transaction is rolled back, so none runs outside the transaction its caller opened.
     failed: bool,
@@ -431,23 +432,49 @@ impl Begin {
         Ok(())
     }
 
-    /// Awaits `send`, a statement not sent yet, after sending the deferred `BEGIN` if there
-    /// is one. tokio-postgres writes requests in the order they are first polled, so both
-    /// go out before either answer is read: the transaction's start costs no round trip of
-    /// its own.
+    /// Takes the starts not sent yet, as one simple query (which runs its statements in
+    /// order and stops at the first error), and whether it starts the outermost level.
+    fn take(&mut self) -> Option<(String, bool)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let outermost = self.pending[0].0 == 1;
+        let sql = self
+            .pending
+            .drain(..)
+            .map(|(_, sql)| sql)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some((sql, outermost))
+    }
+
+    /// Drops the starts of `level` and the levels inside it that have not gone out; true
+    /// when `level`'s own start was among them (nothing was sent at that level since).
+    fn forget(&mut self, level: u32) -> bool {
+        let unsent = self.pending.iter().any(|(l, _)| *l == level);
+        self.pending.retain(|(l, _)| *l < level);
+        unsent
+    }
+
+    /// Awaits `send`, a statement not sent yet, after sending the starts not sent yet, if
+    /// any. tokio-postgres writes requests in the order they are first polled, so both go
+    /// out before either answer is read: starting a transaction or savepoint costs no round
+    /// trip of its own.
     async fn then<T>(
         &mut self,
         client: &Client,
         send: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        let Some(begin) = self.pending.take() else {
+        let Some((starts, outermost)) = self.take() else {
             return send.await.map_err(map_error);
         };
-        let (began, result) = futures_util::future::join(client.batch_execute(&begin), send).await;
+        let (began, result) = futures_util::future::join(client.batch_execute(&starts), send).await;
         match began {
             Ok(()) => result.map_err(map_error),
             Err(e) => {
-                self.failed = true;
+                // A failed savepoint inside a transaction aborts it on the server: nothing
+                // after it runs. A failed BEGIN leaves no transaction there.
+                self.failed |= outermost;
                 Err(begin_error(e, result.is_ok()))
             }
         }
@@ -631,12 +658,12 @@ impl PgConnection {
             } else {
                 ("BEGIN", "COMMIT", "ROLLBACK")
             };
-            // A transaction's deferred BEGIN goes first, in the same write.
+            // Transaction starts not sent yet go first, in the same write.
             let client = &this.client;
-            let deferred = this.begin.pending.take();
+            let deferred = this.begin.take();
             let start = async {
                 match &deferred {
-                    Some(sql) => client.batch_execute(sql).await,
+                    Some((sql, _)) => client.batch_execute(sql).await,
                     None => Ok(()),
                 }
             };
@@ -649,7 +676,7 @@ impl PgConnection {
             );
             let (started, began, counts) = futures_util::future::join3(start, begin, inserts).await;
             if let Err(e) = started {
-                this.begin.failed = true;
+                this.begin.failed |= deferred.is_some_and(|(_, outermost)| outermost);
                 return Err(begin_error(e, counts.is_ok()));
             }
             began.map_err(map_error)?;
@@ -728,29 +755,40 @@ impl PgConnection {
     /// `BEGIN` goes out with the transaction's first statement, both sent before either
     /// answer is read. A transaction that ends before sending anything sends nothing.
     pub(crate) fn begin(&mut self, sql: String) -> Result<()> {
+        self.savepoint(1, sql)
+    }
+
+    /// Starts the transaction at `level` (`SAVEPOINT sp_N` inside an open one) the same
+    /// way: with the next statement.
+    pub(crate) fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
         self.begin.check()?;
-        self.begin.pending = Some(sql);
+        self.begin.pending.push((level, sql));
         Ok(())
     }
 
-    /// Drops a `BEGIN` that has not gone out yet, for a transaction rolled back from `Drop`:
-    /// true when there was one (the server has nothing to roll back).
-    pub(crate) fn forget_begin(&mut self) -> bool {
-        self.begin.pending.take().is_some()
+    /// Forgets the start of `level` and of the levels inside it if they have not gone out,
+    /// for a transaction rolled back from `Drop`: true when `level`'s had not (the server has
+    /// nothing of that level to roll back).
+    pub(crate) fn forget(&mut self, level: u32) -> bool {
+        self.begin.forget(level)
+    }
+
+    /// Ends the transaction at `level` with `sql` (`COMMIT`, `RELEASE SAVEPOINT sp_N`, or a
+    /// rollback). A level that sent nothing since it started ends without a round trip: its
+    /// start never went out.
+    pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
+        if !self.begin.failed && !self.poisoned.is_set() && self.begin.forget(level) {
+            return Ok(());
+        }
+        self.control(sql).await
     }
 
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
-        if sql == "COMMIT" || sql == "ROLLBACK" {
-            if self.begin.failed {
-                if sql == "COMMIT" {
-                    return self.begin.check();
-                }
-                self.begin.failed = false;
-            } else if self.begin.pending.is_some() && !self.poisoned.is_set() {
-                // Nothing went out since BEGIN was asked for: the server has no transaction.
-                self.begin.pending = None;
-                return Ok(());
-            }
+        if self.begin.failed && sql == "ROLLBACK" {
+            // The rollback of a transaction whose BEGIN failed: nothing may be open on the
+            // server, and ROLLBACK outside a transaction only warns.
+            self.begin.failed = false;
+            self.begin.pending.clear();
         }
         self.run(async move |this| {
             (this.begin)
