@@ -92,6 +92,11 @@ def _native_url(url: DatabaseURL, options: dict[str, typing.Any]) -> str:
         merged[name] = _option_text(name, value)
     if "ssl" in merged:
         merged["ssl"] = merged["ssl"].lower()
+    if url.dialect == "sqlite":
+        # A file keeps its own journal mode (`delete` for a new one), as with upstream: our
+        # SQLite is a second copy of the library in the process, beside Python's `sqlite3`,
+        # and WAL shared between two copies breaks (see the README).
+        merged.setdefault("journal_mode", "keep")
     replaced = url.replace(driver="", query=urlencode(merged))
     return str(replaced)
 

@@ -297,3 +297,39 @@ async def test_records_are_not_tracked_by_the_cyclic_gc(database_url: str, table
         assert [tuple(r.values()) for r in rows] == [(1, "x")]
         for record in [*rows, core, *streamed]:
             assert not gc.is_tracked(record)
+
+
+@pytest.mark.asyncio
+async def test_a_sqlite_file_shared_with_pythons_sqlite3(tmp_path: typing.Any) -> None:
+    """The pattern of upstream's own suite: a synchronous SQLAlchemy engine (Python's
+    ``sqlite3``, which keeps its connection open in its pool) creates and drops the tables
+    around each test while ``Database`` works on the same file. Our SQLite is a second copy
+    of the library in the process, and the two cannot share a WAL file, so a file keeps its
+    own journal mode unless the URL asks for one (it broke within two rounds when every
+    connection switched the file to WAL)."""
+    path = tmp_path / "shared.db"
+    metadata = sqlalchemy.MetaData()
+    table = sqlalchemy.Table(
+        "shared_notes",
+        metadata,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("text", sqlalchemy.String(length=20)),
+    )
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        for round in range(20):
+            metadata.create_all(engine)
+            async with Database(f"sqlite:///{path}") as database:
+                await database.execute(table.insert(), {"text": f"round {round}"})
+                assert [r["text"] for r in await database.fetch_all(table.select())] == [
+                    f"round {round}"
+                ]
+                assert await database.fetch_val("PRAGMA journal_mode") == "delete"
+            metadata.drop_all(engine)
+    finally:
+        engine.dispose()
+    # WAL on request, and a file in WAL mode stays in it.
+    async with Database(f"sqlite:///{path}?journal_mode=wal") as database:
+        assert await database.fetch_val("PRAGMA journal_mode") == "wal"
+    async with Database(f"sqlite:///{path}") as database:
+        assert await database.fetch_val("PRAGMA journal_mode") == "wal"

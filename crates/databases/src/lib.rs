@@ -57,7 +57,7 @@
 //! | `connect_timeout`, `command_timeout` | PostgreSQL, MySQL | seconds to connect / to run one statement | |
 //! | `application_name`, `host=/socket/dir` | PostgreSQL | | |
 //! | `charset`, `unix_socket` | MySQL | | |
-//! | `busy_timeout`, `journal_mode`, `synchronous`, `foreign_keys`, `mode`, `cache`, `transaction_mode` | SQLite | per-connection settings | 5 s, `wal` for files |
+//! | `busy_timeout`, `journal_mode`, `synchronous`, `foreign_keys`, `mode`, `cache`, `transaction_mode` | SQLite | per-connection settings (`journal_mode=keep` leaves the file's own) | 5 s, `wal` for files |
 //!
 //! Each backend's own section below has the details.
 //!

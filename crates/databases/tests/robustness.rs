@@ -310,6 +310,29 @@ async fn a_pool_of_16_opens_on_a_new_sqlite_file() {
     }
 }
 
+/// `journal_mode=keep` leaves a file's journal mode as it is: SQLite's `delete` for a new file,
+/// `wal` for one that an earlier default connection switched (the mode persists in the file).
+#[tokio::test]
+async fn sqlite_journal_mode_keep_leaves_the_files_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keep.db");
+    let mode = async |query: &str| {
+        let db = databases::Database::new(format!("sqlite:///{}{query}", path.display())).unwrap();
+        db.connect().await.unwrap();
+        let mode = db
+            .fetch_val::<String>("PRAGMA journal_mode", (), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        db.disconnect().await.unwrap();
+        mode
+    };
+    assert_eq!(mode("?journal_mode=keep").await, "delete");
+    assert_eq!(mode("").await, "wal");
+    assert_eq!(mode("?journal_mode=keep").await, "wal");
+    assert_eq!(mode("?journal_mode=delete").await, "delete");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_on_a_plain_thread_goes_back_to_the_pool() {
     // The pool discards a connection dropped inside a transaction and opens a replacement,

@@ -217,7 +217,9 @@ impl SqliteConfig {
                 parse_choice(
                     "journal_mode",
                     v,
-                    &["delete", "truncate", "persist", "memory", "wal", "off"],
+                    &[
+                        "delete", "truncate", "persist", "memory", "wal", "off", "keep",
+                    ],
                 )
             })
             .transpose()?;
@@ -309,8 +311,11 @@ impl SqliteConfig {
                 conn.busy_timeout(self.busy_timeout)?;
                 conn.progress_handler(PROGRESS_OPS, Some(inline_budget_spent))?;
                 conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-                let journal = match &self.journal_mode {
-                    Some(j) => Some(j.as_str()),
+                // `keep` leaves the file's own mode (which persists in a WAL file, and is
+                // `delete` for a new one).
+                let journal = match self.journal_mode.as_deref() {
+                    Some("keep") => None,
+                    Some(j) => Some(j),
                     None if !self.in_memory && !self.read_only => Some("wal"),
                     None => None,
                 };
@@ -1818,7 +1823,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid value 'fast' for option 'journal_mode': expected one of delete, truncate, persist, memory, wal, off"
+            "invalid value 'fast' for option 'journal_mode': expected one of delete, truncate, persist, memory, wal, off, keep"
         );
     }
 
