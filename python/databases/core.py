@@ -326,7 +326,9 @@ class Database:
         connection = self._connection_map.get(task)
         if connection is None:
             connection = self._connection_map[task] = Connection(self)
-            connection._task = task
+            # Weakly: the map's value must not keep its key alive, or a task that ends
+            # without leaving its connection would stay in the map (with both objects).
+            connection._task = weakref.ref(task)
         return connection
 
     def transaction(self, *, force_rollback: bool = False, **kwargs: typing.Any) -> Transaction:
@@ -363,7 +365,7 @@ class Connection:
         self._transaction_stack: list[Transaction] = []
         self._query_lock = asyncio.Lock()
         # The task whose connection this is, for Database.connection().
-        self._task: asyncio.Task | None = None
+        self._task: weakref.ref[asyncio.Task] | None = None
 
     async def __aenter__(self) -> Connection:
         async with self._connection_lock:
@@ -455,7 +457,7 @@ class Connection:
 
     def _forget(self) -> None:
         """Drops this connection from its task's slot, so the task's next block takes a new one."""
-        task = self._task
+        task = self._task() if self._task is not None else None
         if task is not None and self._database._connection_map.get(task) is self:
             del self._database._connection_map[task]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import typing
+import weakref
 
 import pytest
 import sqlalchemy
@@ -141,3 +143,24 @@ async def test_cancelled_query_leaves_the_pool_clean(database_url: str) -> None:
 async def _slow_in_transaction(database: Database, slow: str) -> None:
     async with database.transaction():
         await database.fetch_one(slow)
+
+
+@pytest.mark.asyncio
+async def test_a_finished_tasks_connection_is_forgotten(database_url: str) -> None:
+    """A task that took its connection object and ended without entering or leaving it
+    leaves nothing behind: the task-to-connection map holds its task weakly, and the
+    connection no longer holds the task (which kept both alive until disconnect)."""
+    async with Database(database_url) as database:
+
+        async def child() -> None:
+            database.connection()
+
+        task = asyncio.create_task(child())
+        await task
+        assert task in database._connection_map
+        finished = weakref.ref(task)
+        del task
+        await asyncio.sleep(0)  # the loop drops its last handle on the task
+        gc.collect()
+        assert finished() is None
+        assert len(database._connection_map) == 0
