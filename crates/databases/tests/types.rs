@@ -180,10 +180,18 @@ async fn postgres_types() {
         t.execute("CREATE TYPE types_mood AS ENUM ('sad', 'happy')", ())
             .await
             .unwrap();
+        // `execute` returns the first column of a void function's row: nothing.
+        let locked = t
+            .execute("SELECT pg_advisory_unlock_all()", ())
+            .await
+            .unwrap();
+        assert_eq!(locked, Value::Null);
         check_literals(
             &t,
             &[
                 ("NULL::int4", Value::Null),
+                // A function that returns nothing.
+                ("pg_sleep(0)", Value::Null),
                 ("true", Value::Bool(true)),
                 ("32767::int2", Value::Int(32767)),
                 ("(-2147483648)::int4", Value::Int(-2_147_483_648)),

@@ -1041,6 +1041,7 @@ mod oid {
     pub(super) const FLOAT4: u32 = 700;
     pub(super) const FLOAT8: u32 = 701;
     pub(super) const UNKNOWN: u32 = 705;
+    pub(super) const VOID: u32 = 2278;
     pub(super) const BPCHAR: u32 = 1042;
     pub(super) const VARCHAR: u32 = 1043;
     pub(super) const DATE: u32 = 1082;
@@ -1111,6 +1112,8 @@ fn set_from_sql(ty: &Type, raw: &[u8], slot: &mut Value) -> Result<(), BoxError>
         }
         oid::UUID => *slot = Value::Uuid(uuid::Uuid::from_bytes(t::uuid_from_sql(raw)?)),
         oid::JSON | oid::JSONB => *slot = Value::Json(serde_json::Value::from_sql(ty, raw)?),
+        // What a function that returns nothing returns (`pg_sleep`, `pg_advisory_lock`).
+        oid::VOID => *slot = Value::Null,
         _ => match ty.kind() {
             Kind::Enum(_) => *slot = Value::Text(t::text_from_sql(raw)?.to_owned()),
             Kind::Domain(base) => set_from_sql(base, raw, slot)?,
@@ -1619,6 +1622,7 @@ mod tests {
             (oid::FLOAT4, Type::FLOAT4),
             (oid::FLOAT8, Type::FLOAT8),
             (oid::UNKNOWN, Type::UNKNOWN),
+            (oid::VOID, Type::VOID),
             (oid::BPCHAR, Type::BPCHAR),
             (oid::VARCHAR, Type::VARCHAR),
             (oid::DATE, Type::DATE),
