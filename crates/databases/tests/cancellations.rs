@@ -28,6 +28,15 @@ async fn sessions(observer: &Database) -> i64 {
         .unwrap()
 }
 
+/// A pool of one on `t`'s server, to count sessions with, and the count before the test's own
+/// pool connects.
+async fn observe(t: &common::TestDb) -> (Database, i64) {
+    let observer = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
+    observer.connect().await.unwrap();
+    let before = sessions(&observer).await;
+    (observer, before)
+}
+
 /// The tests here count the server's sessions, so they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -115,9 +124,7 @@ async fn a_statement_dropped_on_its_way_still_stops() {
             continue; // no server, no session
         }
         let l = &t.label;
-        let observer = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
-        observer.connect().await.unwrap();
-        let before = sessions(&observer).await;
+        let (observer, before) = observe(&t).await;
         t.connect().await.unwrap();
         let slow = t.slow_query();
         for i in 0..100u32 {
@@ -197,9 +204,7 @@ async fn a_statement_dropped_on_a_thread_without_a_runtime_still_stops() {
             continue; // no server, no session
         }
         let l = &t.label;
-        let observer = t.reopen(DatabaseOptions::new().min_size(1).max_size(1));
-        observer.connect().await.unwrap();
-        let before = sessions(&observer).await;
+        let (observer, before) = observe(&t).await;
         t.connect().await.unwrap();
         let (db, slow) = (t.db.clone(), t.slow_query());
         let mut work = Box::pin(async move { db.fetch_one(slow, ()).await.map(drop) });

@@ -401,7 +401,7 @@ pub(crate) struct PgConnection {
     pub(super) poisoned: Arc<super::Poison>,
     /// Closed when the task driving the connection has ended.
     ended: tokio::sync::watch::Receiver<()>,
-    /// The start of the transaction, when it has not gone out yet or failed.
+    /// Transaction and savepoint starts not sent yet, and whether a `BEGIN` failed.
     begin: Begin,
     /// The runtime the connection was opened on, where an abandoned operation's cancel
     /// requests run.
@@ -1041,7 +1041,6 @@ mod oid {
     pub(super) const FLOAT4: u32 = 700;
     pub(super) const FLOAT8: u32 = 701;
     pub(super) const UNKNOWN: u32 = 705;
-    pub(super) const VOID: u32 = 2278;
     pub(super) const BPCHAR: u32 = 1042;
     pub(super) const VARCHAR: u32 = 1043;
     pub(super) const DATE: u32 = 1082;
@@ -1051,6 +1050,7 @@ mod oid {
     pub(super) const INTERVAL: u32 = 1186;
     pub(super) const TIMETZ: u32 = 1266;
     pub(super) const NUMERIC: u32 = 1700;
+    pub(super) const VOID: u32 = 2278;
     pub(super) const UUID: u32 = 2950;
     pub(super) const JSONB: u32 = 3802;
 }
