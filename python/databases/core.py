@@ -39,9 +39,11 @@ logger = logging.getLogger("databases")
 Query = typing.Union["ClauseElement", str]
 _CallableT = typing.TypeVar("_CallableT", bound=typing.Callable[..., typing.Any])
 
-# Per task context: each Transaction object's open levels (innermost last).
+# Per task context: each Transaction object's open level, or its levels (innermost last) when
+# it is open more than once (a decorated function that calls itself). One level is stored
+# alone, as upstream stored its one backend transaction there.
 _ACTIVE_TRANSACTIONS: ContextVar[
-    typing.Optional["weakref.WeakKeyDictionary[Transaction, tuple]"]
+    typing.Optional["weakref.WeakKeyDictionary[Transaction, typing.Any]"]
 ] = ContextVar("databases:active_transactions", default=None)
 
 # Options that Database(**options) takes besides those of the URL, mapped to URL options.
@@ -681,13 +683,14 @@ class Transaction:
         active = _ACTIVE_TRANSACTIONS.get()
         if active is None:
             return ()
-        return active.get(self, ())
+        levels = active.get(self, ())
+        return levels if isinstance(levels, tuple) else (levels,)
 
     def _set_levels(self, levels: tuple) -> None:
         active = _ACTIVE_TRANSACTIONS.get()
         active = weakref.WeakKeyDictionary() if active is None else active.copy()
         if levels:
-            active[self] = levels
+            active[self] = levels[0] if len(levels) == 1 else levels
         else:
             active.pop(self, None)
         _ACTIVE_TRANSACTIONS.set(active)
