@@ -31,14 +31,17 @@ struct Held {
     releasing: AtomicBool,
     /// Woken when `waiting` or `releasing` change.
     changed: Notify,
-    /// The connection is SQLite's: its operations are driven from the event loop's thread.
+    /// Its operations are driven from the event loop's thread ([`drive_here`]).
     here: bool,
+    /// Starting a transaction on it is ([`begin_here`]).
+    begin_here: bool,
 }
 
 impl Held {
     fn new(conn: Connection) -> Self {
         Self {
             here: drive_here(conn.backend()),
+            begin_here: begin_here(conn.backend()),
             conn: Mutex::new(Some(conn)),
             ..Self::default()
         }
@@ -140,6 +143,15 @@ fn drive_here(backend: databases::Backend) -> bool {
     )
 }
 
+/// Whether starting a transaction on `backend` is driven from the event loop's thread: where
+/// its other operations are, and on PostgreSQL, whose `BEGIN` and `SAVEPOINT` go out with
+/// the next statement. Starting one there has no I/O of its own (with an idle connection in
+/// the pool, none at all), so it finishes on its first poll instead of hopping to the
+/// runtime and back.
+fn begin_here(backend: databases::Backend) -> bool {
+    drive_here(backend) || backend == databases::Backend::Postgres
+}
+
 impl Target {
     fn here(&self) -> bool {
         match self {
@@ -156,7 +168,19 @@ impl Target {
             + Send
             + 'static,
     {
-        run_on(self.here(), async move {
+        let here = self.here();
+        self.run_on(here, op).await
+    }
+
+    /// [`Target::run`], driven from the event loop's thread when `here`.
+    async fn run_on<T, F>(self, here: bool, op: F) -> PyResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Connection) -> BoxFuture<'c, databases::Result<T>>
+            + Send
+            + 'static,
+    {
+        run_on(here, async move {
             match self {
                 Self::Pool(db) => op(&mut db.connection().await?).await,
                 Self::Held(slot) => match slot.lock().await.as_mut() {
@@ -285,9 +309,7 @@ impl NativeDatabase {
     ) -> PyResult<Awaitable> {
         let options = transaction_options(isolation, readonly, deferrable)?;
         let (db, mysql) = (self.db.clone(), self.mysql);
-        // PostgreSQL's BEGIN goes out with the transaction's first statement: with an idle
-        // connection in the pool this finishes on its first poll, with no hop to the runtime.
-        let here = drive_here(db.backend()) || db.backend() == databases::Backend::Postgres;
+        let here = begin_here(db.backend());
         Ok(Awaitable::new("NativeDatabase.acquire_begin", async move {
             let conn = run_on(here, async move {
                 let mut conn = db.connection().await?;
@@ -486,8 +508,9 @@ impl NativeConnection {
         let options = transaction_options(isolation, readonly, deferrable)?;
         Ok(Awaitable::new(
             "NativeConnection.begin",
-            self.target()
-                .run(move |c| Box::pin(async move { c.begin(options).await })),
+            self.target().run_on(self.slot.begin_here, move |c| {
+                Box::pin(async move { c.begin(options).await })
+            }),
         ))
     }
 
