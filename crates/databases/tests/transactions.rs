@@ -685,6 +685,17 @@ async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
         let mut tx = conn.transaction().await.unwrap();
         tx.execute("SELECT 1", ()).await.unwrap();
         tx.commit().await.unwrap();
+        // The same with a statement not prepared yet, whose prepare carries the BEGIN.
+        conn.execute("BEGIN", ()).await.unwrap();
+        conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+        let mut tx = conn.transaction().await.unwrap();
+        let err = tx.execute("SELECT 4 AS unprepared", ()).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("could not start the transaction: "),
+            "{err}"
+        );
+        tx.rollback().await.unwrap();
         // A failed BEGIN's transaction cannot commit.
         conn.execute("BEGIN", ()).await.unwrap();
         conn.execute("SELECT 1 / 0", ()).await.unwrap_err();

@@ -546,11 +546,17 @@ impl PgConnection {
         })
     }
 
+    /// The prepared statement for `sql`, from the cache or prepared now. A transaction start
+    /// not sent yet goes out ahead of the prepare, so that the statement is prepared inside
+    /// the transaction, as it was when `BEGIN` had a round trip of its own (a pooler in
+    /// transaction mode hands the whole transaction one server session).
     async fn statement(&mut self, sql: &str) -> Result<Statement> {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client.prepare(sql).await.map_err(map_error)?;
+        let stmt = (self.begin)
+            .then(&self.client, self.client.prepare(sql))
+            .await?;
         if self.statement_cache {
             if self.statements.len() >= STATEMENT_CACHE {
                 self.statements.clear();
