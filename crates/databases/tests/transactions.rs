@@ -652,6 +652,13 @@ async fn postgres_sends_begin_with_the_first_statement() {
     }
 }
 
+/// Opens a transaction with raw SQL, unknown to the crate, and aborts it with an error: the
+/// next `BEGIN` on the session fails.
+async fn abort_a_raw_transaction(conn: &mut databases::Connection) {
+    conn.execute("BEGIN", ()).await.unwrap();
+    conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+}
+
 #[tokio::test]
 async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
     for t in common::databases().await {
@@ -661,10 +668,7 @@ async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
         let mut conn = t.connection().await.unwrap();
         // Prepared (and cached) while the session is healthy.
         conn.execute("SELECT 1", ()).await.unwrap();
-        // A transaction opened with raw SQL and aborted by an error, unknown to the crate:
-        // the BEGIN of the next transaction fails there.
-        conn.execute("BEGIN", ()).await.unwrap();
-        conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+        abort_a_raw_transaction(&mut conn).await;
         let mut tx = conn.transaction().await.unwrap();
         let err = tx.execute("SELECT 1", ()).await.unwrap_err();
         assert!(
@@ -686,8 +690,7 @@ async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
         tx.execute("SELECT 1", ()).await.unwrap();
         tx.commit().await.unwrap();
         // The same with a statement not prepared yet, whose prepare carries the BEGIN.
-        conn.execute("BEGIN", ()).await.unwrap();
-        conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+        abort_a_raw_transaction(&mut conn).await;
         let mut tx = conn.transaction().await.unwrap();
         let err = tx.execute("SELECT 4 AS unprepared", ()).await.unwrap_err();
         assert!(
@@ -697,8 +700,7 @@ async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
         );
         tx.rollback().await.unwrap();
         // A failed BEGIN's transaction cannot commit.
-        conn.execute("BEGIN", ()).await.unwrap();
-        conn.execute("SELECT 1 / 0", ()).await.unwrap_err();
+        abort_a_raw_transaction(&mut conn).await;
         let mut tx = conn.transaction().await.unwrap();
         tx.execute("SELECT 1", ()).await.unwrap_err();
         let refused = tx.commit().await.unwrap_err();
