@@ -229,6 +229,34 @@ fn skip_dollar_quoted(chars: &[(usize, char)], start: usize) -> Option<usize> {
     Some(chars.len())
 }
 
+/// The byte offsets of the `?` placeholders in MySQL `sql` (as [`rewrite`] makes it), found
+/// by the same rules; `None` when the text has a `;` outside quotes and comments (it may hold
+/// more than one statement).
+#[cfg(feature = "mysql")]
+pub(crate) fn mysql_placeholders(sql: &str) -> Option<Vec<usize>> {
+    let chars: Vec<(usize, char)> = sql.char_indices().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i].1;
+        let next = chars.get(i + 1).map(|c| c.1);
+        i = match c {
+            '\'' | '"' => skip_quoted(&chars, i, c, true),
+            '`' => skip_quoted(&chars, i, c, false),
+            '-' if next == Some('-') => skip_line(&chars, i),
+            '#' => skip_line(&chars, i),
+            '/' if next == Some('*') => skip_block_comment(&chars, i, false),
+            ';' => return None,
+            '?' => {
+                found.push(chars[i].0);
+                i + 1
+            }
+            _ => i + 1,
+        };
+    }
+    Some(found)
+}
+
 /// Named parameter values: an ordered list of `(name, value)`.
 ///
 /// Build one with [`params!`](crate::params!), from a slice or `Vec` of pairs, from a map, or
@@ -510,6 +538,18 @@ macro_rules! params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_placeholders_skip_quotes_and_comments() {
+        let sql = "SELECT '?;', \"a\\\"?\", `?`, ? -- ?;\n, ? # ?\n /* ?; */ FROM t WHERE x = ?";
+        let found = mysql_placeholders(sql).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().all(|&at| &sql[at..=at] == "?"));
+        assert_eq!(mysql_placeholders("SELECT 1; SELECT 2"), None);
+        assert_eq!(mysql_placeholders("SELECT 1;"), None);
+        assert_eq!(mysql_placeholders("SELECT 'a''?'"), Some(vec![]));
+    }
 
     fn pg(sql: &str) -> (String, Vec<String>) {
         let r = rewrite(sql, Dialect::Postgres);

@@ -97,10 +97,12 @@ pub(crate) enum TxConn<'c> {
 ///
 /// It dereferences to [`Connection`], so every query method works on it.
 ///
-/// On SQLite and PostgreSQL the outermost `BEGIN` costs no round trip of its own: it goes to
-/// the database with the transaction's first statement, so a failure to start the
-/// transaction is that statement's error, and a transaction that runs nothing sends nothing.
-/// PostgreSQL starts a savepoint the same way.
+/// On every backend the outermost `BEGIN` (`START TRANSACTION` on MySQL) goes to the database
+/// with the transaction's first statement, so a failure to start the transaction is that
+/// statement's error, and a transaction that runs nothing sends nothing. PostgreSQL and MySQL
+/// start a savepoint the same way. On SQLite and PostgreSQL the start costs no round trip of
+/// its own; on MySQL neither does it when the first statement is a write (`INSERT`,
+/// `REPLACE`, `UPDATE`, `DELETE`) whose values can be written into the SQL text.
 ///
 /// ## Note
 ///

@@ -713,3 +713,209 @@ async fn postgres_a_failed_begin_refuses_statements_until_the_rollback() {
         assert!(!conn.in_transaction());
     }
 }
+
+/// A session status counter of the connection it is read on (MariaDB and MySQL).
+async fn session_status(conn: &mut databases::Connection, name: &str) -> i64 {
+    let text: String = conn
+        .fetch_val(
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+             WHERE VARIABLE_NAME = :name",
+            params! { "name" => name.to_uppercase() },
+            0,
+        )
+        .await
+        .unwrap()
+        .expect("the counter exists");
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn mysql_sends_start_transaction_with_the_first_write() {
+    use databases::Value;
+    for t in common::databases().await {
+        if t.backend() != databases::Backend::Mysql {
+            continue;
+        }
+        t.recreate(
+            "tx_inline",
+            "id INTEGER PRIMARY KEY AUTO_INCREMENT, k INTEGER, i BIGINT, u BIGINT UNSIGNED, \
+             f DOUBLE, s TEXT, b BLOB, d DATETIME(6), tm TIME(6), j JSON",
+        )
+        .await;
+        let insert = "INSERT INTO tx_inline (k, i, u, f, s, b, d, tm, j) \
+                      VALUES (:k, :i, :u, :f, :s, :b, :d, :tm, :j)";
+        let date = chrono::NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        let rows: Vec<[Value; 8]> = vec![
+            [
+                Value::Int(i64::MIN),
+                Value::UInt(u64::MAX),
+                Value::Float(-1.5),
+                Value::Text("it's -- a '?' ;".into()),
+                Value::Bytes(b"plain".to_vec()),
+                Value::DateTime(date.and_hms_micro_opt(23, 59, 58, 123_456).unwrap()),
+                Value::Time(chrono::NaiveTime::from_hms_micro_opt(1, 2, 3, 4).unwrap()),
+                Value::Json(serde_json::json!({"a": [1, "b"]})),
+            ],
+            [
+                Value::Int(-1),
+                Value::UInt(0),
+                Value::Float(0.1),
+                Value::Text("ünïcödé ✓ \"x\"".into()),
+                Value::Bytes(vec![0xff, 0, 1]),
+                Value::Date(date),
+                Value::Null,
+                Value::Json(serde_json::json!("with \"escapes\"")),
+            ],
+            [
+                Value::Int(i64::MAX),
+                Value::Null,
+                Value::Float(1e300),
+                Value::Text("back\\slash and \0 nul".into()),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ],
+            [
+                Value::Bool(true),
+                Value::Int(7),
+                Value::Float(-2.5e-300),
+                Value::Text(String::new()),
+                Value::Bytes(Vec::new()),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ],
+        ];
+        let mut conn = t.connection().await.unwrap();
+        let columns = ["i", "u", "f", "s", "b", "d", "tm", "j"];
+        for (n, row) in rows.iter().enumerate() {
+            let params = |k: usize| {
+                let mut p = params! { "k" => i64::try_from(k).unwrap() };
+                for (c, v) in columns.iter().zip(row) {
+                    p = p.with(*c, v.clone());
+                }
+                p
+            };
+            // Bound to the prepared statement, outside a transaction ...
+            conn.execute(insert, params(2 * n)).await.unwrap();
+            // ... and as the first statement of one, sent with its START TRANSACTION.
+            let mut tx = conn.transaction().await.unwrap();
+            tx.execute(insert, params(2 * n + 1)).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let stored = conn
+            .fetch_all(
+                "SELECT i, u, f, s, b, d, tm, j FROM tx_inline ORDER BY k",
+                (),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 2 * rows.len());
+        for pair in stored.chunks(2) {
+            assert_eq!(pair[0].values(), pair[1].values(), "the same values stored");
+        }
+
+        // The write runs inside the transaction sent with it: a rollback undoes it, and a
+        // savepoint's first write runs inside the savepoint.
+        let count = "SELECT COUNT(*) FROM tx_inline";
+        let before = conn.fetch_val::<i64>(count, (), 0).await.unwrap();
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("DELETE FROM tx_inline", ()).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(conn.fetch_val::<i64>(count, (), 0).await.unwrap(), before);
+        let mut tx = conn.transaction().await.unwrap();
+        let mut inner = tx.transaction().await.unwrap();
+        inner
+            .execute("UPDATE tx_inline SET s = :s", params! { "s" => "changed" })
+            .await
+            .unwrap();
+        inner.rollback().await.unwrap();
+        let id = tx
+            .execute(
+                "INSERT INTO tx_inline (k, s) VALUES (:k, 'what?')",
+                params! { "k" => 100 },
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let changed: i64 = conn
+            .fetch_val("SELECT COUNT(*) FROM tx_inline WHERE s = 'changed'", (), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(changed, 0, "the savepoint's update was rolled back");
+        let s: String = conn
+            .fetch_val(
+                "SELECT s FROM tx_inline WHERE id = :id",
+                params! { "id" => id },
+                0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s, "what?", "execute returned the inserted id");
+
+        // One START TRANSACTION per transaction that ran something, none for one that ran
+        // nothing; the first write goes as text with it (no prepared execution).
+        let begins = session_status(&mut conn, "Com_begin").await;
+        let executes = session_status(&mut conn, "Com_stmt_execute").await;
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute(insert, params! { "k" => 200 }.with("i", 1))
+            .await
+            .unwrap_err();
+        tx.rollback().await.unwrap();
+        let mut tx = conn.transaction().await.unwrap();
+        let mut inner = tx.transaction().await.unwrap();
+        inner
+            .execute("DELETE FROM tx_inline WHERE k = :k", params! { "k" => 100 })
+            .await
+            .unwrap();
+        inner.commit().await.unwrap();
+        tx.commit().await.unwrap();
+        conn.transaction().await.unwrap().commit().await.unwrap();
+        conn.transaction().await.unwrap().rollback().await.unwrap();
+        drop(conn.transaction().await.unwrap());
+        assert!(!conn.in_transaction());
+        assert_eq!(session_status(&mut conn, "Com_begin").await, begins + 1);
+        // The two reads of the counters are the only prepared executions in between.
+        assert_eq!(
+            session_status(&mut conn, "Com_stmt_execute").await,
+            executes + 2
+        );
+    }
+}
+
+#[tokio::test]
+async fn mysql_a_failed_start_refuses_statements_until_the_rollback() {
+    use databases::{IsolationLevel, TransactionOptions};
+    for t in common::databases().await {
+        if t.backend() != databases::Backend::Mysql {
+            continue;
+        }
+        t.recreate("tx_inline_failed", "x INTEGER").await;
+        let insert = insert("tx_inline_failed");
+        let mut conn = t.connection().await.unwrap();
+        // A transaction opened with raw SQL, unknown to the crate: changing the isolation
+        // level of the next one fails inside it.
+        conn.execute("START TRANSACTION", ()).await.unwrap();
+        let options = TransactionOptions::new().isolation(IsolationLevel::ReadCommitted);
+        let mut tx = conn.transaction_with_options(options).await.unwrap();
+        let err = tx.execute(&insert, params! { "x" => 1 }).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("could not start the transaction: "),
+            "{err}"
+        );
+        let refused = tx.fetch_all("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Transaction, "{refused}");
+        assert!(refused.to_string().contains("roll it back"), "{refused}");
+        tx.rollback().await.unwrap();
+        // Nothing ran outside a transaction, and the connection is clean again.
+        assert_eq!(t.count("tx_inline_failed").await, 0);
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute(&insert, params! { "x" => 2 }).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(t.count("tx_inline_failed").await, 1);
+    }
+}

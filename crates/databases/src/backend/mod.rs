@@ -238,6 +238,110 @@ impl Drop for InFlight {
     }
 }
 
+/// The starts of transactions (`BEGIN`, `START TRANSACTION`, `SAVEPOINT sp_N`) on a server
+/// connection that have not gone out: they go with the connection's next statement.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[derive(Default)]
+pub(crate) struct Starts {
+    /// The starts not sent yet, outermost first, with their depths. Always the innermost
+    /// open levels: a level goes out with every level outside it.
+    pub(crate) pending: Vec<(u32, String)>,
+    /// Set when a transaction's start, sent with a statement, failed: statements are refused
+    /// until the transaction is rolled back, so none runs outside the transaction its caller
+    /// opened.
+    pub(crate) failed: bool,
+}
+
+/// Starts taken to be sent: one text the database runs statement by statement, stopping
+/// at the first error.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) struct TakenStarts {
+    /// The statements, joined by `; `.
+    pub(crate) sql: String,
+    /// How many statements `sql` holds.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) statements: usize,
+    /// Whether they start the outermost level (a failure leaves no transaction open).
+    pub(crate) outermost: bool,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl Starts {
+    /// Fails after a start that went out with a statement failed, until the rollback.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::transaction(
+                "the transaction failed to start; roll it back before running anything else \
+                 on this connection",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues the start of `level`; fails after a failed start, until the rollback.
+    pub(crate) fn push(&mut self, level: u32, sql: String) -> Result<()> {
+        self.check()?;
+        self.pending.push((level, sql));
+        Ok(())
+    }
+
+    /// Takes the starts not sent yet.
+    pub(crate) fn take(&mut self) -> Option<TakenStarts> {
+        let outermost = self.pending.first()?.0 == 1;
+        let statements = self.pending.len();
+        let sql = self
+            .pending
+            .drain(..)
+            .map(|(_, sql)| sql)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(TakenStarts {
+            sql,
+            statements,
+            outermost,
+        })
+    }
+
+    /// Drops the starts of `level` and the levels inside it that have not gone out; true
+    /// when `level`'s own start was among them (nothing was sent at that level since).
+    pub(crate) fn forget(&mut self, level: u32) -> bool {
+        let unsent = self.pending.iter().any(|(l, _)| *l == level);
+        self.pending.retain(|(l, _)| *l < level);
+        unsent
+    }
+
+    /// Whether a transaction ending with `sql` at `level` needs no round trip: its start
+    /// never went out. Forgets that start (and those inside it).
+    pub(crate) fn end_unsent(&mut self, level: u32, poisoned: bool) -> bool {
+        !self.failed && !poisoned && self.forget(level)
+    }
+
+    /// Before running transaction control `sql`: the rollback of a transaction whose start
+    /// failed clears the failure (nothing may be open on the server, and a rollback outside
+    /// a transaction only warns).
+    pub(crate) fn before_control(&mut self, sql: &str) {
+        if self.failed && sql == "ROLLBACK" {
+            self.failed = false;
+            self.pending.clear();
+        }
+    }
+}
+
+/// The error of a transaction's start sent ahead of a statement (`cause`); `ran` when that
+/// statement succeeded, outside the transaction.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn start_error(cause: Error, ran: bool) -> Error {
+    let mut message = format!("could not start the transaction: {}", cause.message());
+    if ran {
+        message.push_str(" (the statement sent with its start ran outside it)");
+    }
+    let mut error = Error::new(cause.kind(), message);
+    if let (Some(code), Some(db)) = (cause.code(), cause.db_message()) {
+        error = error.with_db(code.to_owned(), db.to_owned());
+    }
+    error.with_source(cause)
+}
+
 /// Runs `fut` on `runtime` (the one a connection was opened on) without waiting for it: also
 /// from a thread without a runtime, where an abandoned operation's future may be dropped.
 /// A runtime that has shut down drops `fut` unrun.
@@ -496,8 +600,8 @@ impl RawConnection {
 
     /// Starts the outermost transaction with `sql` (`BEGIN ...`). SQLite queues it ahead of
     /// the transaction's first statement instead of waiting for it (see
-    /// `SqliteConnection::begin`), PostgreSQL sends it with that statement (see
-    /// `PgConnection::begin`); MySQL runs it as [`RawConnection::control`].
+    /// `SqliteConnection::begin`); PostgreSQL and MySQL send it with that statement (see
+    /// `PgConnection::begin` and `MyConnection::execute`).
     pub(crate) async fn begin(&mut self, sql: String) -> Result<()> {
         match self {
             #[cfg(feature = "sqlite")]
@@ -505,34 +609,38 @@ impl RawConnection {
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.begin(sql),
             #[cfg(feature = "mysql")]
-            Self::Mysql(c) => c.control(sql).await,
+            Self::Mysql(c) => c.savepoint(1, sql),
         }
     }
 
-    /// Starts the transaction at `level` > 1 with `sql` (`SAVEPOINT sp_N`). PostgreSQL sends
-    /// it with the savepoint's first statement; the others run it at once.
+    /// Starts the transaction at `level` > 1 with `sql` (`SAVEPOINT sp_N`). PostgreSQL and
+    /// MySQL send it with the savepoint's first statement; SQLite runs it at once.
     pub(crate) async fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
         match self {
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.savepoint(level, sql),
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
-            _ => {
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.savepoint(level, sql),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(c) => {
                 let _ = level;
-                self.control(sql).await
+                c.control(sql).await
             }
         }
     }
 
     /// Ends the transaction at `level` with `sql` (a commit, a release or a rollback).
-    /// PostgreSQL sends nothing for a level whose start has not gone out.
+    /// PostgreSQL and MySQL send nothing for a level whose start has not gone out.
     pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
         match self {
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.finish(level, sql).await,
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
-            _ => {
+            #[cfg(feature = "mysql")]
+            Self::Mysql(c) => c.finish(level, sql).await,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(c) => {
                 let _ = level;
-                self.control(sql).await
+                c.control(sql).await
             }
         }
     }
@@ -562,10 +670,10 @@ impl RawConnection {
             // A level whose start has not gone out has nothing to roll back.
             #[cfg(feature = "postgres")]
             Self::Postgres(c) => c.forget(level),
-            // MySQL cannot send without awaiting: the caller leaves the rollback pending
-            // until the connection's next statement.
+            // MySQL cannot send without awaiting: unless its start never went out, the
+            // caller leaves the rollback pending until the connection's next statement.
             #[cfg(feature = "mysql")]
-            Self::Mysql(_) => false,
+            Self::Mysql(c) => c.forget(level),
         }
     }
 

@@ -6,6 +6,10 @@
 //! round trip); on MySQL an `INSERT ... VALUES (...)` becomes multi-row inserts of up to 1,000
 //! rows each, and other statements run once per row.
 //!
+//! A transaction's start (`START TRANSACTION`, `SAVEPOINT sp_N`) waits for its first
+//! statement. A write whose values can be written into the text goes with it as one
+//! multi-statement query, one round trip (see `inline`); anything else sends the start first.
+//!
 //! Cancellation: as on PostgreSQL, an operation whose future is dropped poisons the
 //! connection (the pool discards it) and a `KILL CONNECTION` from a separate connection ends
 //! its session on the server, which stops the statement. A `command_timeout` sends
@@ -31,7 +35,7 @@ use crate::record::{Columns, Record, Rows};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
 
-use super::{BoundQuery, InFlight};
+use super::{BoundQuery, InFlight, Starts, TakenStarts, start_error};
 
 /// URL options the MySQL backend understands (besides the common ones).
 pub(crate) const OPTIONS: &[&str] = &[
@@ -181,6 +185,8 @@ pub(crate) struct MyConnection {
     /// The runtime the connection was opened on, where an abandoned operation's `KILL`
     /// runs.
     runtime: tokio::runtime::Handle,
+    /// Transaction starts not sent yet: they go with the next statement.
+    starts: Starts,
 }
 
 async fn connect(opts: &Opts, timeout: Duration, target: &str) -> Result<Conn> {
@@ -224,6 +230,7 @@ impl MyConnection {
             streaming: None,
             probe,
             runtime: tokio::runtime::Handle::current(),
+            starts: Starts::default(),
         })
     }
 
@@ -295,6 +302,20 @@ impl MyConnection {
     }
 
     pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
+        self.starts.check()?;
+        if !self.starts.pending.is_empty() {
+            if let Some(text) = inline(&query)? {
+                // The transaction's start and the statement in one round trip.
+                let starts = self.starts.take().expect("pending starts");
+                let (affected, last_id) = self.run_after_starts(starts, text).await?;
+                return Ok(ExecuteResult {
+                    rows_affected: affected,
+                    last_insert_id: Some(i64::try_from(last_id).unwrap_or(i64::MAX)),
+                    returned: Value::Null,
+                });
+            }
+            self.send_starts().await?;
+        }
         let params = to_params(query.values, &query.names, None)?;
         let sql = query.sql;
         self.run(async move |conn| {
@@ -324,6 +345,7 @@ impl MyConnection {
         query: BoundQuery,
         rows: Vec<Vec<Value>>,
     ) -> Result<u64> {
+        self.send_starts().await?;
         let rows = rows
             .into_iter()
             .enumerate()
@@ -366,6 +388,7 @@ impl MyConnection {
         query: BoundQuery,
         limit: Option<usize>,
     ) -> Result<Vec<Record>> {
+        self.send_starts().await?;
         let params = to_params(query.values, &query.names, None)?;
         let sql = query.sql;
         self.run(async move |conn| {
@@ -392,6 +415,7 @@ impl MyConnection {
         query: BoundQuery,
         keep: super::Keep,
     ) -> Result<BoxStream<'static, Result<Record>>> {
+        self.send_starts().await?;
         let params = to_params(query.values, &query.names, None)?;
         let (guard, _) = self.start().await?;
         let Some(mut conn) = self.conn.take() else {
@@ -472,9 +496,98 @@ impl MyConnection {
         Ok(Box::pin(super::Chunks::new(rx)))
     }
 
+    /// Runs transaction control `sql` (after the starts not sent yet, in the same round
+    /// trip).
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
+        self.starts.before_control(&sql);
+        if let Some(starts) = self.starts.take() {
+            self.run_after_starts(starts, sql).await?;
+            return Ok(());
+        }
         self.run(async move |conn| conn.query_drop(sql).await.map_err(map_error))
             .await
+    }
+
+    /// Starts the transaction at `level` with `sql` (`START TRANSACTION`, or `SAVEPOINT sp_N`
+    /// inside one): with the next statement, which, when it is a write that can be sent as
+    /// text, goes in the same round trip.
+    pub(crate) fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
+        self.starts.push(level, sql)
+    }
+
+    /// Forgets the start of `level` and of the levels inside it if they have not gone out;
+    /// true when `level`'s had not (nothing to roll back on the server).
+    pub(crate) fn forget(&mut self, level: u32) -> bool {
+        self.starts.forget(level)
+    }
+
+    /// Ends the transaction at `level` with `sql` (a commit, a release or a rollback); with
+    /// no round trip when its start never went out.
+    pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
+        if self.starts.end_unsent(level, self.poisoned.is_set()) {
+            return Ok(());
+        }
+        self.control(sql).await
+    }
+
+    /// Sends the transaction starts not sent yet, in one round trip of their own: before a
+    /// statement that cannot carry them.
+    async fn send_starts(&mut self) -> Result<()> {
+        self.starts.check()?;
+        let Some(starts) = self.starts.take() else {
+            return Ok(());
+        };
+        let outermost = starts.outermost;
+        let sql = starts.sql;
+        let sent = self
+            .run(async move |conn| conn.query_drop(sql).await.map_err(map_error))
+            .await;
+        sent.map_err(|e| {
+            self.starts.failed |= outermost;
+            start_error(e, false)
+        })
+    }
+
+    /// Runs `sql` after `starts` as one text query (one round trip) and returns the affected
+    /// rows and last insert id of `sql`'s first statement. MySQL stops at the first error,
+    /// so after a failed start `sql` did not run.
+    async fn run_after_starts(&mut self, starts: TakenStarts, sql: String) -> Result<(u64, u64)> {
+        let outermost = starts.outermost;
+        let mut start_failed = false;
+        let failed = &mut start_failed;
+        let result = self
+            .run(async move |conn| {
+                let text = format!("{}; {sql}", starts.sql);
+                let mut result = match conn.query_iter(text).await {
+                    Ok(result) => result,
+                    Err(e) => {
+                        *failed = true;
+                        return Err(start_error(map_error(e), false));
+                    }
+                };
+                // `result` holds the answer to statement `read` (the first is read with the
+                // query); each `next` past the end of an answer reads the next one.
+                let mut read = 0;
+                while read < starts.statements {
+                    match result.next().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => read += 1,
+                        Err(e) if read + 1 < starts.statements => {
+                            *failed = true;
+                            return Err(start_error(map_error(e), false));
+                        }
+                        Err(e) => return Err(map_error(e)),
+                    }
+                }
+                let done = (result.affected_rows(), result.last_insert_id().unwrap_or(0));
+                result.drop_result().await.map_err(map_error)?;
+                Ok(done)
+            })
+            .await;
+        if start_failed {
+            self.starts.failed |= outermost;
+        }
+        result
     }
 }
 
@@ -629,6 +742,68 @@ fn to_params(values: Vec<Value>, names: &[String], row: Option<usize>) -> Result
 
 fn to_values(values: Vec<Value>, names: &[String], row: Option<usize>) -> Result<Vec<MyValue>> {
     super::convert_values(values, names, row, to_mysql)
+}
+
+/// `query` with its values written into the text, when that is sure to mean what the
+/// prepared statement would: a single `INSERT`, `REPLACE`, `UPDATE` or `DELETE` without
+/// `RETURNING` (so no rows come back), and values that need no backslash escapes, whose
+/// meaning depends on the server's `sql_mode`. `None` otherwise.
+fn inline(query: &BoundQuery) -> Result<Option<String>> {
+    let sql = &*query.sql;
+    let verb = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    if !["INSERT", "REPLACE", "UPDATE", "DELETE"]
+        .iter()
+        .any(|v| verb.eq_ignore_ascii_case(v))
+        || sql.to_ascii_uppercase().contains("RETURNING")
+    {
+        return Ok(None);
+    }
+    let Some(at) = crate::params::mysql_placeholders(sql) else {
+        return Ok(None);
+    };
+    if at.len() != query.values.len() {
+        return Ok(None);
+    }
+    let values = to_values(query.values.clone(), &query.names, None)?;
+    let mut text = String::with_capacity(sql.len() + 16 * values.len());
+    let mut from = 0;
+    for (&at, value) in at.iter().zip(&values) {
+        let Some(literal) = literal(value) else {
+            return Ok(None);
+        };
+        text.push_str(&sql[from..at]);
+        text.push_str(&literal);
+        from = at + 1;
+    }
+    text.push_str(&sql[from..]);
+    Ok(Some(text))
+}
+
+/// A value as an SQL literal of the same meaning as the bound parameter, or `None` when no
+/// literal is (a string with backslashes or NUL, or bytes that are not UTF-8).
+fn literal(value: &MyValue) -> Option<String> {
+    Some(match value {
+        MyValue::NULL => "NULL".to_owned(),
+        // In parentheses, so that `x-?` cannot become a `--` comment.
+        MyValue::Int(i) if *i < 0 => format!("({i})"),
+        MyValue::Int(i) => i.to_string(),
+        MyValue::UInt(u) => u.to_string(),
+        // An exponent makes it a DOUBLE literal, as the parameter is.
+        MyValue::Double(d) if d.is_finite() => format!("({d:e})"),
+        MyValue::Double(_) | MyValue::Float(_) => return None,
+        MyValue::Bytes(bytes) => {
+            let text = std::str::from_utf8(bytes).ok()?;
+            if text.contains(['\\', '\0']) {
+                return None;
+            }
+            format!("'{}'", text.replace('\'', "''"))
+        }
+        MyValue::Date(..) | MyValue::Time(..) => value.as_sql(false),
+    })
 }
 
 #[allow(

@@ -45,7 +45,7 @@ use crate::record::{Columns, Record, Rows};
 use crate::url::DatabaseUrl;
 use crate::value::Value;
 
-use super::{BoundQuery, InFlight};
+use super::{BoundQuery, InFlight, Starts, start_error};
 
 /// URL options the PostgreSQL backend understands (besides the common ones).
 pub(crate) const OPTIONS: &[&str] = &[
@@ -402,60 +402,13 @@ pub(crate) struct PgConnection {
     /// Closed when the task driving the connection has ended.
     ended: tokio::sync::watch::Receiver<()>,
     /// Transaction and savepoint starts not sent yet, and whether a `BEGIN` failed.
-    begin: Begin,
+    begin: Starts,
     /// The runtime the connection was opened on, where an abandoned operation's cancel
     /// requests run.
     runtime: tokio::runtime::Handle,
 }
 
-/// The starts of transactions (`BEGIN`, `SAVEPOINT sp_N`) on a PostgreSQL connection that
-/// have not gone out: they go with the next statement (see [`PgConnection::begin`]).
-#[derive(Default)]
-struct Begin {
-    /// The starts not sent yet, outermost first, with their depths. Always the innermost
-    /// open levels: a level goes out with every level outside it.
-    pending: Vec<(u32, String)>,
-    /// Set when a `BEGIN` sent with a statement failed: statements are refused until the
-    /// transaction is rolled back, so none runs outside the transaction its caller opened.
-    failed: bool,
-}
-
-impl Begin {
-    /// Fails after a `BEGIN` that went out with a statement failed, until the rollback.
-    fn check(&self) -> Result<()> {
-        if self.failed {
-            return Err(Error::transaction(
-                "the transaction failed to start (its BEGIN failed); roll it back before \
-                 running anything else on this connection",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Takes the starts not sent yet, as one simple query (which runs its statements in
-    /// order and stops at the first error), and whether it starts the outermost level.
-    fn take(&mut self) -> Option<(String, bool)> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let outermost = self.pending[0].0 == 1;
-        let sql = self
-            .pending
-            .drain(..)
-            .map(|(_, sql)| sql)
-            .collect::<Vec<_>>()
-            .join("; ");
-        Some((sql, outermost))
-    }
-
-    /// Drops the starts of `level` and the levels inside it that have not gone out; true
-    /// when `level`'s own start was among them (nothing was sent at that level since).
-    fn forget(&mut self, level: u32) -> bool {
-        let unsent = self.pending.iter().any(|(l, _)| *l == level);
-        self.pending.retain(|(l, _)| *l < level);
-        unsent
-    }
-
+impl Starts {
     /// Awaits `send`, a statement not sent yet, after sending the starts not sent yet, if
     /// any. tokio-postgres writes requests in the order they are first polled, so both go
     /// out before either answer is read: starting a transaction or savepoint costs no round
@@ -465,17 +418,18 @@ impl Begin {
         client: &Client,
         send: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        let Some((starts, outermost)) = self.take() else {
+        let Some(starts) = self.take() else {
             return send.await.map_err(map_error);
         };
-        let (began, result) = futures_util::future::join(client.batch_execute(&starts), send).await;
+        let (began, result) =
+            futures_util::future::join(client.batch_execute(&starts.sql), send).await;
         match began {
             Ok(()) => result.map_err(map_error),
             Err(e) => {
                 // A failed savepoint inside a transaction aborts it on the server: nothing
                 // after it runs. A failed BEGIN leaves no transaction there.
-                self.failed |= outermost;
-                Err(begin_error(e, result.is_ok()))
+                self.failed |= starts.outermost;
+                Err(start_error(map_error(e), result.is_ok()))
             }
         }
     }
@@ -511,7 +465,7 @@ impl PgConnection {
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
             poisoned: Arc::default(),
-            begin: Begin::default(),
+            begin: Starts::default(),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -669,7 +623,7 @@ impl PgConnection {
             let deferred = this.begin.take();
             let start = async {
                 match &deferred {
-                    Some((sql, _)) => client.batch_execute(sql).await,
+                    Some(starts) => client.batch_execute(&starts.sql).await,
                     None => Ok(()),
                 }
             };
@@ -682,8 +636,8 @@ impl PgConnection {
             );
             let (started, began, counts) = futures_util::future::join3(start, begin, inserts).await;
             if let Err(e) = started {
-                this.begin.failed |= deferred.is_some_and(|(_, outermost)| outermost);
-                return Err(begin_error(e, counts.is_ok()));
+                this.begin.failed |= deferred.is_some_and(|starts| starts.outermost);
+                return Err(start_error(map_error(e), counts.is_ok()));
             }
             began.map_err(map_error)?;
             match counts {
@@ -767,9 +721,7 @@ impl PgConnection {
     /// Starts the transaction at `level` (`SAVEPOINT sp_N` inside an open one) the same
     /// way: with the next statement.
     pub(crate) fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
-        self.begin.check()?;
-        self.begin.pending.push((level, sql));
-        Ok(())
+        self.begin.push(level, sql)
     }
 
     /// Forgets the start of `level` and of the levels inside it if they have not gone out,
@@ -783,19 +735,14 @@ impl PgConnection {
     /// rollback). A level that sent nothing since it started ends without a round trip: its
     /// start never went out.
     pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
-        if !self.begin.failed && !self.poisoned.is_set() && self.begin.forget(level) {
+        if self.begin.end_unsent(level, self.poisoned.is_set()) {
             return Ok(());
         }
         self.control(sql).await
     }
 
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
-        if self.begin.failed && sql == "ROLLBACK" {
-            // The rollback of a transaction whose BEGIN failed: nothing may be open on the
-            // server, and ROLLBACK outside a transaction only warns.
-            self.begin.failed = false;
-            self.begin.pending.clear();
-        }
+        self.begin.before_control(&sql);
         self.run(async move |this| {
             (this.begin)
                 .then(&this.client, this.client.batch_execute(&sql))
@@ -803,21 +750,6 @@ impl PgConnection {
         })
         .await
     }
-}
-
-/// The error of a `BEGIN` sent ahead of a statement; `ran` when that statement succeeded,
-/// outside the transaction.
-fn begin_error(e: tokio_postgres::Error, ran: bool) -> Error {
-    let cause = map_error(e);
-    let mut message = format!("could not start the transaction: {}", cause.message());
-    if ran {
-        message.push_str(" (the statement sent with its BEGIN ran outside it)");
-    }
-    let mut error = Error::new(cause.kind(), message);
-    if let (Some(code), Some(db)) = (cause.code(), cause.db_message()) {
-        error = error.with_db(code.to_owned(), db.to_owned());
-    }
-    error.with_source(cause)
 }
 
 /// The rows of an `iterate`, decoded as they arrive.
