@@ -394,3 +394,50 @@ async def test_postgres_sends_begin_with_the_first_statement(database_url: str) 
                             await conn.fetch_val("SELECT pg_backend_pid()")
             assert await conn.fetch_val("SELECT pg_backend_pid()") == pid
             assert await state(pid) == "idle"
+
+
+@pytest.mark.asyncio
+async def test_mysql_sends_start_transaction_with_the_first_write(database_url: str) -> None:
+    """A transaction's first write goes with its START TRANSACTION, its values written
+    into the text: they are stored as the bound parameters of the same statement outside a
+    transaction are, and the write is undone with the transaction."""
+    if DatabaseURL(database_url).dialect != "mysql":
+        pytest.skip("MySQL only: the start goes with the first write there")
+    import datetime
+    import decimal
+
+    async with Database(database_url) as database:
+        await database.execute("DROP TABLE IF EXISTS tx_inline_py")
+        await database.execute(
+            "CREATE TABLE tx_inline_py (k INTEGER, i BIGINT, f DOUBLE, d DECIMAL(20, 6), "
+            "s TEXT, b BLOB, t DATETIME(6), ok BOOLEAN)"
+        )
+        insert = (
+            "INSERT INTO tx_inline_py (k, i, f, d, s, b, t, ok) "
+            "VALUES (:k, :i, :f, :d, :s, :b, :t, :ok)"
+        )
+        when = datetime.datetime(2024, 2, 29, 23, 59, 58, 123456)
+        rows = [
+            dict(i=-(2**63), f=0.1, d=decimal.Decimal("-12345.678901"), s="it's '?' -- ;",
+                 b=b"\xff\x00", t=when, ok=True),
+            dict(i=2**63 - 1, f=-1e300, d=None, s="back\\slash ünï", b=b"abc", t=None, ok=False),
+            dict(i=None, f=None, d=decimal.Decimal("0"), s="", b=None,
+                 t=datetime.datetime(1970, 1, 1), ok=None),
+        ]
+        for n, row in enumerate(rows):
+            await database.execute(insert, {"k": 2 * n, **row})
+            async with database.transaction():
+                await database.execute(insert, {"k": 2 * n + 1, **row})
+        stored = await database.fetch_all(
+            "SELECT i, f, d, s, b, t, ok FROM tx_inline_py ORDER BY k"
+        )
+        assert len(stored) == 2 * len(rows)
+        for outside, inside in zip(stored[::2], stored[1::2]):
+            assert tuple(outside) == tuple(inside)
+
+        with pytest.raises(RuntimeError, match="undo"):
+            async with database.transaction():
+                await database.execute("DELETE FROM tx_inline_py")
+                raise RuntimeError("undo")
+        assert await database.fetch_val("SELECT COUNT(*) FROM tx_inline_py") == 2 * len(rows)
+        await database.execute("DROP TABLE tx_inline_py")
