@@ -848,13 +848,35 @@ async fn mysql_sends_start_transaction_with_the_first_write() {
         let s: String = conn
             .fetch_val(
                 "SELECT s FROM tx_inline WHERE id = :id",
-                params! { "id" => id },
+                params! { "id" => id.clone() },
                 0,
             )
             .await
             .unwrap()
             .unwrap();
         assert_eq!(s, "what?", "execute returned the inserted id");
+
+        // A first write that the server refuses still ran inside the transaction it
+        // started: the transaction goes on, and its rollback undoes what came after.
+        let mut tx = conn.transaction().await.unwrap();
+        let err = tx
+            .execute(
+                "INSERT INTO tx_inline (id, k) VALUES (:id, 300)",
+                params! { "id" => id },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UniqueViolation, "{err}");
+        tx.execute("INSERT INTO tx_inline (k) VALUES (301)", ())
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        let after: i64 = conn
+            .fetch_val("SELECT COUNT(*) FROM tx_inline WHERE k >= 300", (), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after, 0, "the second write ran inside the transaction");
 
         // One START TRANSACTION per transaction that ran something, none for one that ran
         // nothing; the first write goes as text with it (no prepared execution).

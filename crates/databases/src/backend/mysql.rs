@@ -256,10 +256,7 @@ impl MyConnection {
     /// Marks the start of an operation and gives the connection; fails on a poisoned one.
     /// If the operation is abandoned, its statement is killed.
     async fn start(&mut self) -> Result<(InFlight, &mut Conn)> {
-        if let Some(streaming) = self.streaming.take() {
-            // An abandoned stream is still reading the rest of its result.
-            let _ = streaming.await;
-        }
+        self.settle().await;
         let (opts, id, runtime) = (self.opts.clone(), self.id, self.runtime.clone());
         let guard = InFlight::start(&self.poisoned, move || kill_session(&runtime, opts, id))?;
         if self.conn.is_none() {
@@ -278,6 +275,16 @@ impl MyConnection {
                     "the MySQL connection was lost while streaming rows",
                 ))
             }
+        }
+    }
+
+    /// Waits until an abandoned `iterate` task, still reading the rest of its result, has
+    /// given the connection back (or given up on it). Cancel-safe: dropped while waiting, the
+    /// next operation waits again.
+    async fn settle(&mut self) {
+        if let Some(streaming) = self.streaming.as_mut() {
+            let _ = streaming.await;
+            self.streaming = None;
         }
     }
 
@@ -305,7 +312,9 @@ impl MyConnection {
         self.starts.check()?;
         if !self.starts.pending.is_empty() {
             if let Some(text) = inline(&query)? {
-                // The transaction's start and the statement in one round trip.
+                // The transaction's start and the statement in one round trip. (Taken after
+                // the wait, as in `send_starts`.)
+                self.settle().await;
                 let starts = self.starts.take().expect("pending starts");
                 let (affected, last_id) = self.run_after_starts(starts, text).await?;
                 return Ok(ExecuteResult {
@@ -500,6 +509,7 @@ impl MyConnection {
     /// trip).
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         self.starts.before_control(&sql);
+        self.settle().await;
         if let Some(starts) = self.starts.take() {
             self.run_after_starts(starts, sql).await?;
             return Ok(());
@@ -534,6 +544,9 @@ impl MyConnection {
     /// statement that cannot carry them.
     async fn send_starts(&mut self) -> Result<()> {
         self.starts.check()?;
+        // Past this wait, `run` marks the operation in flight before it awaits anything:
+        // starts taken from here on are sent, or the connection is discarded.
+        self.settle().await;
         let Some(starts) = self.starts.take() else {
             return Ok(());
         };
