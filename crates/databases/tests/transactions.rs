@@ -941,3 +941,45 @@ async fn mysql_a_failed_start_refuses_statements_until_the_rollback() {
         assert_eq!(t.count("tx_inline_failed").await, 1);
     }
 }
+
+#[tokio::test]
+async fn execute_many_as_a_transactions_first_statement() {
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("tx_many_first", "name VARCHAR(20) PRIMARY KEY")
+            .await;
+        let insert = "INSERT INTO tx_many_first (name) VALUES (:name)";
+        let rows = |names: &[&'static str]| -> Vec<databases::NamedParams> {
+            names.iter().map(|n| params! { "name" => *n }).collect()
+        };
+        let mut conn = t.connection().await.unwrap();
+        // Inside the transaction it starts: the rollback undoes it.
+        let mut tx = conn.transaction().await.unwrap();
+        let mut inner = tx.transaction().await.unwrap();
+        assert_eq!(
+            inner.execute_many(insert, rows(&["a", "b"])).await.unwrap(),
+            2,
+            "{l}"
+        );
+        inner.commit().await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(t.count("tx_many_first").await, 0, "{l}");
+        // A batch that fails leaves nothing of itself, and the transaction goes on.
+        let mut tx = conn.transaction().await.unwrap();
+        let e = tx
+            .execute_many(insert, rows(&["a", "b", "a"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{l}: {e}");
+        tx.execute(insert, params! { "name" => "c" }).await.unwrap();
+        tx.commit().await.unwrap();
+        let names: Vec<String> = conn
+            .fetch_all("SELECT name FROM tx_many_first", ())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0).unwrap())
+            .collect();
+        assert_eq!(names, ["c"], "{l}");
+    }
+}

@@ -354,7 +354,6 @@ impl MyConnection {
         query: BoundQuery,
         rows: Vec<Vec<Value>>,
     ) -> Result<u64> {
-        self.send_starts().await?;
         let rows = rows
             .into_iter()
             .enumerate()
@@ -369,27 +368,44 @@ impl MyConnection {
         } else {
             ("START TRANSACTION", "COMMIT", "ROLLBACK")
         };
+        // Transaction starts not sent yet go with the savepoint, in one round trip.
+        self.starts.check()?;
+        self.settle().await;
+        let starts = self.starts.take();
+        let outermost = starts.as_ref().is_some_and(|s| s.outermost);
+        let mut start_failed = false;
+        let failed = &mut start_failed;
         let sql = query.sql;
-        self.run(async move |conn| {
-            conn.query_drop(open).await.map_err(map_error)?;
-            let result = insert_many(conn, &sql, rows).await;
-            match result {
-                Ok(n) => {
-                    conn.query_drop(close).await.map_err(map_error)?;
-                    Ok(n)
-                }
-                Err(e) => {
-                    conn.query_drop(undo).await.map_err(map_error)?;
-                    if query.in_transaction {
-                        conn.query_drop("RELEASE SAVEPOINT databases_execute_many")
-                            .await
-                            .map_err(map_error)?;
+        let result = self
+            .run(async move |conn| {
+                match &starts {
+                    Some(starts) => {
+                        after_starts(conn, starts, open, failed).await?;
                     }
-                    Err(e)
+                    None => conn.query_drop(open).await.map_err(map_error)?,
                 }
-            }
-        })
-        .await
+                let result = insert_many(conn, &sql, rows).await;
+                match result {
+                    Ok(n) => {
+                        conn.query_drop(close).await.map_err(map_error)?;
+                        Ok(n)
+                    }
+                    Err(e) => {
+                        conn.query_drop(undo).await.map_err(map_error)?;
+                        if query.in_transaction {
+                            conn.query_drop("RELEASE SAVEPOINT databases_execute_many")
+                                .await
+                                .map_err(map_error)?;
+                        }
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+        if start_failed {
+            self.starts.failed |= outermost;
+        }
+        result
     }
 
     pub(crate) async fn fetch(
@@ -569,39 +585,49 @@ impl MyConnection {
         let mut start_failed = false;
         let failed = &mut start_failed;
         let result = self
-            .run(async move |conn| {
-                let text = format!("{}; {sql}", starts.sql);
-                let mut result = match conn.query_iter(text).await {
-                    Ok(result) => result,
-                    Err(e) => {
-                        *failed = true;
-                        return Err(start_error(map_error(e), false));
-                    }
-                };
-                // `result` holds the answer to statement `read` (the first is read with the
-                // query); each `next` past the end of an answer reads the next one.
-                let mut read = 0;
-                while read < starts.statements {
-                    match result.next().await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => read += 1,
-                        Err(e) if read + 1 < starts.statements => {
-                            *failed = true;
-                            return Err(start_error(map_error(e), false));
-                        }
-                        Err(e) => return Err(map_error(e)),
-                    }
-                }
-                let done = (result.affected_rows(), result.last_insert_id().unwrap_or(0));
-                result.drop_result().await.map_err(map_error)?;
-                Ok(done)
-            })
+            .run(async move |conn| after_starts(conn, &starts, &sql, failed).await)
             .await;
         if start_failed {
             self.starts.failed |= outermost;
         }
         result
     }
+}
+
+/// Runs `sql` after `starts` as one text query (one round trip) and returns the affected
+/// rows and last insert id of `sql`'s first statement. MySQL stops at the first error, so
+/// after a failed start (which sets `start_failed`) `sql` did not run.
+async fn after_starts(
+    conn: &mut Conn,
+    starts: &TakenStarts,
+    sql: &str,
+    start_failed: &mut bool,
+) -> Result<(u64, u64)> {
+    let text = format!("{}; {sql}", starts.sql);
+    let mut result = match conn.query_iter(text).await {
+        Ok(result) => result,
+        Err(e) => {
+            *start_failed = true;
+            return Err(start_error(map_error(e), false));
+        }
+    };
+    // `result` holds the answer to statement `read` (the first is read with the query);
+    // each `next` past the end of an answer reads the next one.
+    let mut read = 0;
+    while read < starts.statements {
+        match result.next().await {
+            Ok(Some(_)) => {}
+            Ok(None) => read += 1,
+            Err(e) if read + 1 < starts.statements => {
+                *start_failed = true;
+                return Err(start_error(map_error(e), false));
+            }
+            Err(e) => return Err(map_error(e)),
+        }
+    }
+    let done = (result.affected_rows(), result.last_insert_id().unwrap_or(0));
+    result.drop_result().await.map_err(map_error)?;
+    Ok(done)
 }
 
 /// Inserts `rows` with `sql`: as multi-row `INSERT ... VALUES` statements when `sql` is one,
