@@ -310,8 +310,9 @@ impl Starts {
         unsent
     }
 
-    /// Whether a transaction ending with `sql` at `level` needs no round trip: its start
-    /// never went out. Forgets that start (and those inside it).
+    /// Whether the transaction at `level` ends without a round trip: its start never went
+    /// out (and no start failed, and the connection is not `poisoned`). Forgets that start
+    /// and those inside it.
     pub(crate) fn end_unsent(&mut self, level: u32, poisoned: bool) -> bool {
         !self.failed && !poisoned && self.forget(level)
     }
@@ -804,7 +805,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{InFlight, Poison};
+    use super::{InFlight, Poison, Starts};
     use crate::ErrorKind;
 
     fn flight(poisoned: &Arc<Poison>, abandoned: &Arc<AtomicUsize>) -> InFlight {
@@ -883,5 +884,50 @@ mod tests {
         assert!(poisoned.is_set() && !poisoned.abandoned());
         // Nothing is left to stop on the server.
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn starts_go_out_together_and_unsent_levels_end_without_io() {
+        let mut starts = Starts::default();
+        starts.push(1, "BEGIN".into()).unwrap();
+        starts.push(2, "SAVEPOINT sp_2".into()).unwrap();
+        let taken = starts.take().unwrap();
+        assert_eq!(taken.sql, "BEGIN; SAVEPOINT sp_2");
+        assert_eq!((taken.statements, taken.outermost), (2, true));
+        assert!(starts.take().is_none());
+
+        // Level 1 went out; levels 2 and 3 did not.
+        starts.push(2, "SAVEPOINT sp_2".into()).unwrap();
+        starts.push(3, "SAVEPOINT sp_3".into()).unwrap();
+        assert!(starts.end_unsent(3, false));
+        // A poisoned connection sends its end, which fails there.
+        assert!(!starts.end_unsent(2, true));
+        assert_eq!(starts.pending.len(), 1);
+        assert!(!starts.end_unsent(1, false), "level 1 went out");
+        assert!(
+            starts.pending.is_empty(),
+            "the levels inside it are forgotten"
+        );
+        let inner = {
+            starts.push(2, "SAVEPOINT sp_2".into()).unwrap();
+            starts.take().unwrap()
+        };
+        assert!(!inner.outermost);
+    }
+
+    #[test]
+    fn a_failed_start_refuses_until_the_rollback() {
+        let mut starts = Starts {
+            failed: true,
+            ..Starts::default()
+        };
+        assert!(starts.check().is_err());
+        assert!(starts.push(1, "BEGIN".into()).is_err());
+        assert!(!starts.end_unsent(1, false));
+        starts.before_control("RELEASE SAVEPOINT sp_2");
+        assert!(starts.failed);
+        starts.before_control("ROLLBACK");
+        assert!(!starts.failed);
+        starts.push(1, "BEGIN".into()).unwrap();
     }
 }
