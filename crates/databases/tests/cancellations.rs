@@ -191,6 +191,44 @@ async fn after_an_abandoned_statement_rollback_succeeds_and_commit_fails() {
     }
 }
 
+/// A transaction's first statement, which carries its start (PostgreSQL, and MySQL for a
+/// write), abandoned mid-flight: the server stops it, the transaction leaves nothing, and
+/// no session is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_first_write_of_a_transaction_leaves_nothing() {
+    let _serial = SERIAL.lock().await;
+    for t in common::databases().await {
+        let slow_write = match t.backend() {
+            Backend::Postgres => "INSERT INTO cx_first (x) SELECT 1 FROM pg_sleep(30)",
+            Backend::Mysql => "INSERT INTO cx_first (x) SELECT SLEEP(30)",
+            _ => continue, // SQLite: no server, no session
+        };
+        let l = &t.label;
+        t.recreate("cx_first", "x INTEGER").await;
+        let (observer, before) = observe(&t).await;
+        let db = t.reopen(DatabaseOptions::new().min_size(1).max_size(2));
+        db.connect().await.unwrap();
+        let mut conn = db.connection().await.unwrap();
+        conn.begin(databases::TransactionOptions::new())
+            .await
+            .unwrap();
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(300), conn.execute(slow_write, ())).await;
+        assert!(abandoned.is_err(), "{l}: the slow write finished");
+        conn.rollback_depth(1).await.unwrap();
+        drop(conn);
+        assert_eq!(
+            db.fetch_val::<i64>("SELECT 7", (), 0).await.unwrap(),
+            Some(7),
+            "{l}"
+        );
+        assert_eq!(t.count("cx_first").await, 0, "{l}");
+        db.disconnect().await.unwrap();
+        sessions_back_to(&observer, before, Duration::from_secs(10), l).await;
+        observer.disconnect().await.unwrap();
+    }
+}
+
 /// A statement whose future is dropped on a thread without a runtime (a plain thread, a
 /// destructor after the application's runtime is gone) still stops on the server: the
 /// cancel request (PostgreSQL) or `KILL` (MySQL) runs on the runtime the connection was
