@@ -312,10 +312,8 @@ impl MyConnection {
         self.starts.check()?;
         if !self.starts.pending.is_empty() {
             if let Some(text) = inline(&query)? {
-                // The transaction's start and the statement in one round trip. (Taken after
-                // the wait, as in `send_starts`.)
-                self.settle().await;
-                let starts = self.starts.take().expect("pending starts");
+                // The transaction's start and the statement in one round trip.
+                let starts = self.take_starts().await.expect("pending starts");
                 let (affected, last_id) = self.run_after_starts(starts, text).await?;
                 return Ok(ExecuteResult {
                     rows_affected: affected,
@@ -370,8 +368,7 @@ impl MyConnection {
         };
         // Transaction starts not sent yet go with the savepoint, in one round trip.
         self.starts.check()?;
-        self.settle().await;
-        let starts = self.starts.take();
+        let starts = self.take_starts().await;
         let outermost = starts.as_ref().is_some_and(|s| s.outermost);
         let mut start_failed = false;
         let failed = &mut start_failed;
@@ -525,8 +522,7 @@ impl MyConnection {
     /// trip).
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         self.starts.before_control(&sql);
-        self.settle().await;
-        if let Some(starts) = self.starts.take() {
+        if let Some(starts) = self.take_starts().await {
             self.run_after_starts(starts, sql).await?;
             return Ok(());
         }
@@ -556,14 +552,20 @@ impl MyConnection {
         self.control(sql).await
     }
 
+    /// Takes the transaction starts not sent yet, for an operation about to `run`. First
+    /// waits as `run` would (`settle`): past that wait, `run` marks the operation in flight
+    /// before it awaits anything, so starts taken here are sent, or the connection is
+    /// discarded; none is lost to a cancellation in between.
+    async fn take_starts(&mut self) -> Option<TakenStarts> {
+        self.settle().await;
+        self.starts.take()
+    }
+
     /// Sends the transaction starts not sent yet, in one round trip of their own: before a
     /// statement that cannot carry them.
     async fn send_starts(&mut self) -> Result<()> {
         self.starts.check()?;
-        // Past this wait, `run` marks the operation in flight before it awaits anything:
-        // starts taken from here on are sent, or the connection is discarded.
-        self.settle().await;
-        let Some(starts) = self.starts.take() else {
+        let Some(starts) = self.take_starts().await else {
             return Ok(());
         };
         let outermost = starts.outermost;

@@ -402,7 +402,7 @@ pub(crate) struct PgConnection {
     /// Closed when the task driving the connection has ended.
     ended: tokio::sync::watch::Receiver<()>,
     /// Transaction and savepoint starts not sent yet, and whether a `BEGIN` failed.
-    begin: Starts,
+    starts: Starts,
     /// The runtime the connection was opened on, where an abandoned operation's cancel
     /// requests run.
     runtime: tokio::runtime::Handle,
@@ -465,7 +465,7 @@ impl PgConnection {
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
             poisoned: Arc::default(),
-            begin: Starts::default(),
+            starts: Starts::default(),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -508,7 +508,7 @@ impl PgConnection {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = (self.begin)
+        let stmt = (self.starts)
             .then(&self.client, self.client.prepare(sql))
             .await?;
         if self.statement_cache {
@@ -523,7 +523,7 @@ impl PgConnection {
     /// Runs one operation: poisons the connection while it is in flight, applies the
     /// command timeout.
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.begin.check()?;
+        self.starts.check()?;
         let guard = self.start()?;
         let limit = self.command_timeout;
         let (token, tls) = (self.client.cancel_token(), self.tls.clone());
@@ -542,7 +542,7 @@ impl PgConnection {
         self.run(async move |this| {
             let stmt = this.statement(&query.sql).await?;
             let params = bind_params(&stmt, &query)?;
-            let rows = (this.begin)
+            let rows = (this.starts)
                 .then(&this.client, this.client.query_raw(&stmt, params.iter()))
                 .await?;
             let mut rows = std::pin::pin!(rows);
@@ -620,7 +620,7 @@ impl PgConnection {
             };
             // Transaction starts not sent yet go first, in the same write.
             let client = &this.client;
-            let deferred = this.begin.take();
+            let deferred = this.starts.take();
             let start = async {
                 match &deferred {
                     Some(starts) => client.batch_execute(&starts.sql).await,
@@ -636,7 +636,7 @@ impl PgConnection {
             );
             let (started, began, counts) = futures_util::future::join3(start, begin, inserts).await;
             if let Err(e) = started {
-                this.begin.failed |= deferred.is_some_and(|starts| starts.outermost);
+                this.starts.failed |= deferred.is_some_and(|starts| starts.outermost);
                 return Err(start_error(map_error(e), counts.is_ok()));
             }
             began.map_err(map_error)?;
@@ -663,7 +663,7 @@ impl PgConnection {
             let stmt = this.statement(&query.sql).await?;
             let params = bind_params(&stmt, &query)?;
             let columns = columns_of(&stmt);
-            let rows = (this.begin)
+            let rows = (this.starts)
                 .then(&this.client, this.client.query_raw(&stmt, params.iter()))
                 .await?;
             let mut rows = std::pin::pin!(rows);
@@ -685,13 +685,13 @@ impl PgConnection {
         query: BoundQuery,
         keep: super::Keep,
     ) -> Result<BoxStream<'static, Result<Record>>> {
-        self.begin.check()?;
+        self.starts.check()?;
         let guard = self.start()?;
         let opened = async {
             let stmt = self.statement(&query.sql).await?;
             let params = bind_params(&stmt, &query)?;
             let columns = columns_of(&stmt);
-            let rows = (self.begin)
+            let rows = (self.starts)
                 .then(&self.client, self.client.query_raw(&stmt, params.iter()))
                 .await?;
             Ok::<_, Error>((rows, columns))
@@ -721,30 +721,30 @@ impl PgConnection {
     /// Starts the transaction at `level` (`SAVEPOINT sp_N` inside an open one) the same
     /// way: with the next statement.
     pub(crate) fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
-        self.begin.push(level, sql)
+        self.starts.push(level, sql)
     }
 
     /// Forgets the start of `level` and of the levels inside it if they have not gone out,
     /// for a transaction rolled back from `Drop`: true when `level`'s had not (the server has
     /// nothing of that level to roll back).
     pub(crate) fn forget(&mut self, level: u32) -> bool {
-        self.begin.forget(level)
+        self.starts.forget(level)
     }
 
     /// Ends the transaction at `level` with `sql` (`COMMIT`, `RELEASE SAVEPOINT sp_N`, or a
     /// rollback). A level that sent nothing since it started ends without a round trip: its
     /// start never went out.
     pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
-        if self.begin.end_unsent(level, self.poisoned.is_set()) {
+        if self.starts.end_unsent(level, self.poisoned.is_set()) {
             return Ok(());
         }
         self.control(sql).await
     }
 
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
-        self.begin.before_control(&sql);
+        self.starts.before_control(&sql);
         self.run(async move |this| {
-            (this.begin)
+            (this.starts)
                 .then(&this.client, this.client.batch_execute(&sql))
                 .await
         })
