@@ -101,6 +101,7 @@ fn wait_for_lock(attempts: i32) -> bool {
         return false;
     };
     if shared.current.load(Ordering::SeqCst) <= shared.give_up.load(Ordering::SeqCst) {
+        shared.refused.store(true, Ordering::SeqCst);
         return false;
     }
     let now = Instant::now();
@@ -113,6 +114,7 @@ fn wait_for_lock(attempts: i32) -> bool {
     };
     let left = shared.busy_timeout.saturating_sub(now - started);
     if left.is_zero() {
+        shared.refused.store(true, Ordering::SeqCst);
         return false;
     }
     let pause = usize::try_from(attempts)
@@ -395,6 +397,13 @@ struct Shared {
     give_up: AtomicU64,
     /// How long a statement waits for a lock (the URL's `busy_timeout`).
     busy_timeout: Duration,
+    /// Set when [`wait_for_lock`] said no. SQLite then calls no busy handler on this
+    /// connection until its count of calls is reset, which happens when a statement starts
+    /// running or finishes preparing, not before a prepare: the next job's statement, if it
+    /// had to read the schema first, failed at once with "database is locked" instead of
+    /// waiting. Installing the handler again resets the count; the thread does it before
+    /// the next job.
+    refused: AtomicBool,
     /// Whether the connection was outside any transaction when the running job started.
     autocommit: AtomicBool,
     alive: AtomicBool,
@@ -524,6 +533,7 @@ impl SqliteConnection {
                     current: AtomicU64::new(0),
                     give_up: AtomicU64::new(0),
                     busy_timeout: thread_config.busy_timeout,
+                    refused: AtomicBool::new(false),
                     autocommit: AtomicBool::new(true),
                     alive: AtomicBool::new(true),
                     read_only: AtomicBool::new(false),
@@ -551,6 +561,10 @@ impl SqliteConnection {
                         // the connection's state is unknown, so the thread ends (a panic in a
                         // job here unwinds the thread itself).
                         let Ok(mut conn) = conn.lock() else { return };
+                        if shared.refused.swap(false, Ordering::SeqCst) {
+                            // Cannot fail: it only stores the handler.
+                            let _ = conn.busy_handler(Some(wait_for_lock));
+                        }
                         shared
                             .autocommit
                             .store(conn.is_autocommit(), Ordering::SeqCst);
@@ -753,7 +767,11 @@ impl SqliteConnection {
                 self.inline.slow_reads.insert(sql.into(), SLOW_READ_SKIPS);
                 None
             }
-            Err(InlineError::Locked) => None,
+            Err(InlineError::Locked) => {
+                // Our handler said no (see `Shared::refused`); the read goes to the thread.
+                self.shared.refused.store(true, Ordering::SeqCst);
+                None
+            }
             Err(InlineError::Failed(e)) => Some(Err(e)),
         }
     }
@@ -1556,6 +1574,62 @@ mod tests {
             .unwrap();
         locker.join().unwrap();
         assert_eq!(conn.fetch(count, None).await.unwrap()[0][0], Value::Int(2));
+    }
+
+    #[tokio::test]
+    async fn a_lock_wait_given_up_leaves_the_next_statement_its_wait() {
+        // After our busy handler says no, SQLite calls no busy handler on the connection
+        // until a statement starts running or finishes preparing. A next statement that
+        // must read the schema while preparing then failed at once with "database is
+        // locked", although the lock went away well within its busy timeout.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refused.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let url = format!(
+            "sqlite:///{}?journal_mode=keep&busy_timeout=0.2",
+            path.display()
+        );
+        // A new connection that leaves the journal mode alone (no pragma when it opens): its
+        // first statement that names a table reads the schema while it is prepared.
+        let mut conn = SqliteConnection::open(&config(&url)).await.unwrap();
+
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let other = path.clone();
+        let locker = std::thread::spawn(move || {
+            let other = rusqlite::Connection::open(other).unwrap();
+            other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            taken_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            other.execute_batch("COMMIT").unwrap();
+        });
+        taken_rx.recv().unwrap();
+        // Prepared without the schema; waits out the busy timeout, then the handler says no.
+        let e = conn
+            .control("BEGIN IMMEDIATE".to_owned())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("5"), "{e}");
+
+        // The lock goes 100 ms into the next statement's wait of up to 200 ms.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            release_tx.send(()).unwrap();
+        });
+        let began = Instant::now();
+        conn.execute(query("INSERT INTO t VALUES (1)", false))
+            .await
+            .unwrap();
+        assert!(began.elapsed() >= Duration::from_millis(50), "it waited");
+        releaser.join().unwrap();
+        locker.join().unwrap();
+        assert_eq!(
+            read(&mut conn, "SELECT count(*) FROM t").await[0][0],
+            Value::Int(1)
+        );
     }
 
     #[tokio::test]
