@@ -1,5 +1,5 @@
 """Faults produced for real on the shared servers without disturbing them: a pooled
-connection killed from another session while idle."""
+connection killed from another session while idle, and a storm of cancelled operations."""
 
 from __future__ import annotations
 
