@@ -263,12 +263,13 @@ impl<'c> Transaction<'c> {
     /// one, which keeps the outer transaction's work), and that of any transaction still
     /// open inside it (only possible if one was leaked with `std::mem::forget`).
     ///
-    /// On a server connection that an abandoned operation left unusable (its caller was
-    /// cancelled), there is nothing to send: the pool discards the connection, and the
-    /// server rolls back what was open in its session as that ends. The rollback then
-    /// succeeds without a round trip (a commit there fails: the work is lost).
+    /// On a server connection that an earlier operation left unusable (its caller was
+    /// cancelled, or the server session was lost: killed, restarted, the network gone),
+    /// there is nothing to send: the pool discards the connection, and the end of its
+    /// session rolls back what was open there. The rollback then succeeds without a round
+    /// trip (a commit there fails: the work is lost).
     pub async fn rollback(mut self) -> Result<()> {
-        if self.connection().handle.raw.was_abandoned() {
+        if self.connection().handle.raw.session_gone() {
             self.connection_mut().handle.broken = true;
             self.finish();
             return Ok(());

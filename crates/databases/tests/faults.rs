@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use databases::{Backend, DatabaseOptions, ErrorKind};
+use futures_util::StreamExt;
 
 /// This connection's server-side id.
 async fn backend_id(conn: &mut databases::Connection) -> i64 {
@@ -39,46 +40,61 @@ async fn a_connection_killed_while_idle_is_replaced() {
         }
         let l = &t.label;
         t.connect().await.unwrap();
-        let id = {
-            let mut conn = t.connection().await.unwrap();
-            backend_id(&mut conn).await
-        };
-        // Kill it from a session of its own, and wait until the server has ended it.
         let killer = t.reopen(DatabaseOptions::new());
         killer.connect().await.unwrap();
         let (kill, alive) = kill_sql(t.backend());
-        killer
-            .execute(kill, databases::params! { "id" => id })
-            .await
-            .unwrap();
-        let started = Instant::now();
-        while killer
-            .fetch_val::<i64>(alive, databases::params! { "id" => id }, 0)
-            .await
-            .unwrap()
-            != Some(0)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{l}: never ended"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The connection's last operation before it went back: a query, or an `iterate`
+        // read to its end (MySQL hands the connection to a task of its own for that).
+        for last in ["query", "iterate"] {
+            let l = &format!("{l} (last operation: {last})");
+            let id = {
+                let mut conn = t.connection().await.unwrap();
+                let id = backend_id(&mut conn).await;
+                if last == "iterate" {
+                    let mut rows = conn.iterate(t.series(3), ());
+                    while let Some(row) = rows.next().await {
+                        row.unwrap();
+                    }
+                }
+                id
+            };
+            kill_and_wait(&killer, kill, alive, id, l).await;
 
-        // The pool sees, before handing the connection out, that the server closed it: no
-        // call sees the error.
-        next_calls_succeed(&t).await;
-        let mut conn = t.connection().await.unwrap();
-        assert_ne!(
-            backend_id(&mut conn).await,
-            id,
-            "{l}: the killed session came back"
-        );
-        drop(conn);
+            // The pool sees, before handing the connection out, that the server closed it:
+            // no call sees the error.
+            next_calls_succeed(&t).await;
+            let mut conn = t.connection().await.unwrap();
+            assert_ne!(
+                backend_id(&mut conn).await,
+                id,
+                "{l}: the killed session came back"
+            );
+        }
         killer.disconnect().await.unwrap();
         t.disconnect().await.unwrap();
     }
+}
+
+/// Kills session `id` from `killer`'s, and waits until the server has ended it.
+async fn kill_and_wait(killer: &databases::Database, kill: &str, alive: &str, id: i64, l: &str) {
+    killer
+        .execute(kill, databases::params! { "id" => id })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while killer
+        .fetch_val::<i64>(alive, databases::params! { "id" => id }, 0)
+        .await
+        .unwrap()
+        != Some(0)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{l}: never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Five calls in a row succeed, none of them seeing a killed session's error.
@@ -146,11 +162,39 @@ async fn a_connection_killed_while_in_use() {
             .await
             .expect_err("a statement on a killed session succeeded");
         assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
+        // The next statement is refused at once, and says why.
+        let e = tx
+            .execute("INSERT INTO fault_killed VALUES (3)", ())
+            .await
+            .expect_err("a statement on a killed session succeeded");
+        assert!(e.to_string().contains("session was lost"), "{l}: {e}");
         assert!(
             tx.commit().await.is_err(),
             "{l}: commit on a killed session"
         );
         drop(conn);
+
+        // Rolled back instead: the session's end already did it, so the rollback succeeds
+        // with nothing to send (a transaction's error path needs no second error).
+        let mut conn = t.connection().await.unwrap();
+        let id = backend_id(&mut conn).await;
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO fault_killed VALUES (4)", ())
+            .await
+            .unwrap();
+        killer
+            .execute(kill, databases::params! { "id" => id })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let e = tx
+            .execute("INSERT INTO fault_killed VALUES (5)", ())
+            .await
+            .expect_err("a statement on a killed session succeeded");
+        assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
+        tx.rollback().await.unwrap();
+        drop(conn);
+        next_calls_succeed(&t).await;
         assert_eq!(t.count("fault_killed").await, 0, "{l}");
         t.execute("DROP TABLE fault_killed", ()).await.unwrap();
         killer.disconnect().await.unwrap();

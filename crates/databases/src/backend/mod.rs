@@ -151,6 +151,8 @@ pub(crate) struct Poison {
     /// The operation that left it poisoned was abandoned by its caller (its future was
     /// dropped), rather than ended by the loss of the session.
     abandoned: std::sync::atomic::AtomicBool,
+    /// An operation found the server session gone (see [`InFlight::end`]).
+    lost: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -159,7 +161,7 @@ impl Poison {
         self.set.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Poisons the connection for good.
+    /// Poisons the connection for good: its session is lost.
     #[cfg_attr(
         not(feature = "mysql"),
         allow(
@@ -168,6 +170,7 @@ impl Poison {
         )
     )]
     pub(crate) fn set(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
         self.set.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -175,6 +178,12 @@ impl Poison {
     /// the server ends its session, rolling back any transaction open there.
     pub(crate) fn abandoned(&self) -> bool {
         self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether it is poisoned for good (abandoned, or its session lost), rather than busy
+    /// with an operation in flight.
+    pub(crate) fn gone(&self) -> bool {
+        self.abandoned() || self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -195,10 +204,15 @@ impl InFlight {
         abandon: impl FnOnce() + Send + 'static,
     ) -> Result<Self> {
         if poisoned.set.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::connection_lost(
+            return Err(Error::connection_lost(if poisoned.abandoned() {
                 "this connection was abandoned in the middle of an operation and is being \
-                 discarded; take a new one from the pool",
-            ));
+                 discarded; take a new one from the pool"
+            } else if poisoned.gone() {
+                "this connection's server session was lost during an earlier operation; take \
+                 a new one from the pool"
+            } else {
+                "this connection is busy with another operation"
+            }));
         }
         Ok(Self {
             poisoned: poisoned.clone(),
@@ -219,6 +233,9 @@ impl InFlight {
     /// discards it at once, without waiting for the driver to notice the closed socket.
     pub(crate) fn end(mut self, session_lost: bool) {
         if session_lost {
+            self.poisoned
+                .lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.abandon = None;
         } else {
             self.done();
@@ -763,16 +780,18 @@ impl RawConnection {
         }
     }
 
-    /// Whether an operation whose caller gave up left this connection unusable (a server
-    /// connection being discarded; never on SQLite, which stops the statement and goes on).
-    pub(crate) fn was_abandoned(&self) -> bool {
+    /// Whether an earlier operation left this server connection unusable for good: its
+    /// caller gave up on it, or its session was lost. The pool discards it, and the end of
+    /// the session ends any transaction open there. Never on SQLite, which stops the
+    /// statement and goes on.
+    pub(crate) fn session_gone(&self) -> bool {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(_) => false,
             #[cfg(feature = "postgres")]
-            Self::Postgres(c) => c.poisoned.abandoned(),
+            Self::Postgres(c) => c.poisoned.gone(),
             #[cfg(feature = "mysql")]
-            Self::Mysql(c) => c.poisoned.abandoned(),
+            Self::Mysql(c) => c.poisoned.gone(),
         }
     }
 
@@ -862,7 +881,7 @@ mod tests {
             ErrorKind::ConnectionLost
         );
         guard.done();
-        assert!(!poisoned.is_set() && !poisoned.abandoned());
+        assert!(!poisoned.is_set() && !poisoned.gone());
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }
 
@@ -870,7 +889,7 @@ mod tests {
     fn a_dropped_operation_is_abandoned_and_stays_poisoned() {
         let (poisoned, abandoned) = (Arc::default(), Arc::default());
         drop(flight(&poisoned, &abandoned));
-        assert!(poisoned.is_set() && poisoned.abandoned());
+        assert!(poisoned.is_set() && poisoned.abandoned() && poisoned.gone());
         assert_eq!(abandoned.load(Ordering::SeqCst), 1);
     }
 
@@ -879,9 +898,12 @@ mod tests {
         let (poisoned, abandoned) = (Arc::default(), Arc::default());
         flight(&poisoned, &abandoned).end(false);
         assert!(!poisoned.is_set());
+        assert!(!poisoned.gone());
         flight(&poisoned, &abandoned).end(true);
-        // Poisoned, but not abandoned: a rollback reports the lost session.
-        assert!(poisoned.is_set() && !poisoned.abandoned());
+        // Poisoned for good, not abandoned: the next operation says the session was lost.
+        assert!(poisoned.is_set() && !poisoned.abandoned() && poisoned.gone());
+        let e = InFlight::start(&poisoned, || {}).err().unwrap();
+        assert!(e.to_string().contains("session was lost"), "{e}");
         // Nothing is left to stop on the server.
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }

@@ -248,9 +248,17 @@ impl MyConnection {
     /// which the client otherwise hears of only when its next statement fails. One
     /// non-blocking `recv`, no round trip; asked when the pool hands the connection out.
     pub(crate) fn closed_by_server(&self) -> bool {
-        self.conn.is_some()
-            && self.streaming.is_none()
-            && self.probe.as_ref().is_some_and(probe::Socket::closed)
+        // Idle: in hand, or given back by an `iterate` that read its whole result (the probe
+        // would take the rows of one still reading for bytes nobody asked for). A connection
+        // whose last operation was an `iterate` went back to the pool in the second state,
+        // and a server that closed it then went unnoticed.
+        let idle = self.conn.is_some()
+            || self
+                .returned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some();
+        idle && self.probe.as_ref().is_some_and(probe::Socket::closed)
     }
 
     /// Marks the start of an operation and gives the connection; fails on a poisoned one.
