@@ -1,7 +1,9 @@
 //! 1,000 futures dropped at varied points of a fetch, a transaction and an iteration leak
 //! nothing: the pool serves every connection afterwards, and the server's session count
-//! returns to where it was. (A test binary of its own, so that no other test's sessions
-//! are counted.)
+//! returns to where it was. A storm of cancelled transactions, savepoints, iterations and
+//! inserts in 16 tasks keeps every commit that returned, stores nothing of what was cut off
+//! or rolled back, and leaves no connection inside a transaction. (A test binary of its own,
+//! so that no other test's sessions are counted.)
 
 mod common;
 
@@ -267,5 +269,186 @@ async fn a_statement_dropped_on_a_thread_without_a_runtime_still_stops() {
         // about 5 s.
         sessions_back_to(&observer, before, Duration::from_secs(3), l).await;
         observer.disconnect().await.unwrap();
+    }
+}
+
+/// A small deterministic generator for the storm below (xorshift).
+struct Draw(u64);
+
+impl Draw {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What one task of the storm learned: ids that must be stored, and ids that must not.
+#[derive(Default)]
+struct Outcome {
+    must: Vec<i64>,
+    must_not: Vec<i64>,
+}
+
+/// One task of the storm: 100 operations, each cut off by a timeout drawn at random (most
+/// shorter than the operation): transactions with a savepoint dropped or rolled back,
+/// transactions dropped after an error, iterations dropped early, plain inserts, and a held
+/// connection's transaction followed by a statement outside it.
+async fn storm_task(db: Database, task: u64) -> Outcome {
+    let mut draw = Draw(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
+    let mut out = Outcome::default();
+    let insert = "INSERT INTO storm (id) VALUES (:id)";
+    for round in 0..100 {
+        let id = |k: i64| i64::try_from(task).unwrap() * 10_000 + round * 3 + k;
+        let (a, b) = (id(0), id(1));
+        let kind = draw.below(5);
+        let limit = Duration::from_micros(
+            [100, 500, 1_000, 3_000, 10_000, 5_000_000][usize::try_from(draw.below(6)).unwrap()],
+        );
+        let mut reached_end = false;
+        let work = async {
+            match kind {
+                0 => {
+                    let mut tx = db.transaction().await?;
+                    tx.execute(insert, databases::params! { "id" => a }).await?;
+                    {
+                        let mut inner = tx.transaction().await?;
+                        inner
+                            .execute(insert, databases::params! { "id" => b })
+                            .await?;
+                        // Dropped (rolled back) or rolled back explicitly.
+                        if round % 2 == 0 {
+                            inner.rollback().await?;
+                        }
+                    }
+                    reached_end = true;
+                    tx.commit().await
+                }
+                1 => {
+                    let mut tx = db.transaction().await?;
+                    tx.execute(insert, databases::params! { "id" => a }).await?;
+                    let e = tx
+                        .execute(insert, databases::params! { "id" => a })
+                        .await
+                        .expect_err("a duplicate key was stored");
+                    assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{e}");
+                    Ok(()) // dropped: rolled back
+                }
+                2 => {
+                    let mut rows = db.iterate("SELECT id FROM storm", ());
+                    for _ in 0..20 {
+                        if rows.try_next().await?.is_none() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                }
+                3 => db
+                    .execute(insert, databases::params! { "id" => a })
+                    .await
+                    .map(drop),
+                _ => {
+                    let mut conn = db.connection().await?;
+                    let mut tx = conn.transaction().await?;
+                    tx.execute(insert, databases::params! { "id" => a }).await?;
+                    tx.commit().await?;
+                    reached_end = true;
+                    conn.execute(insert, databases::params! { "id" => b })
+                        .await
+                        .map(drop)
+                }
+            }
+        };
+        let finished = match tokio::time::timeout(limit, work).await {
+            Ok(result) => {
+                // Only a cut-off operation may fail (a dropped future is not an error).
+                result.unwrap_or_else(|e| panic!("task {task}, round {round}, kind {kind}: {e}"));
+                true
+            }
+            Err(_) => false,
+        };
+        match (kind, finished) {
+            (0, true) => {
+                out.must.push(a);
+                out.must_not.push(b);
+            }
+            (0, false) => {
+                out.must_not.push(b);
+                if !reached_end {
+                    out.must_not.push(a);
+                }
+            }
+            (1, _) => out.must_not.push(a),
+            (3, true) => out.must.push(a),
+            (4, true) => out.must.extend([a, b]),
+            (4, false) if reached_end => out.must.push(a),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every pooled connection at once is outside any transaction: on a server, each says so;
+/// on SQLite, another connection takes the file's exclusive lock at once.
+async fn no_transaction_left(t: &common::TestDb, pool: u32) {
+    let l = &t.label;
+    if t.backend() == Backend::Sqlite {
+        let url = t
+            .url()
+            .with_options([("busy_timeout", "0"), ("transaction_mode", "exclusive")]);
+        let other = Database::new(url.unwrap()).unwrap();
+        other.connect().await.unwrap();
+        let tx = other.transaction().await.unwrap();
+        tx.rollback().await.unwrap_or_else(|e| panic!("{l}: {e}"));
+        other.disconnect().await.unwrap();
+        return;
+    }
+    // On PostgreSQL, a transaction left open would have started at least 300 ms ago.
+    let check = match t.backend() {
+        Backend::Postgres => "SELECT statement_timestamp() - now() < interval '0.2 seconds'",
+        _ => "SELECT @@in_transaction = 0",
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for _ in 0..pool {
+        let mut conn = t.connection().await.unwrap();
+        let clean: bool = conn.fetch_val(check, (), 0).await.unwrap().unwrap();
+        assert!(clean, "{l}: a pooled connection is inside a transaction");
+        held.push(conn);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_cancellations_keeps_every_commit_and_no_open_transaction() {
+    let _serial = SERIAL.lock().await;
+    let four = DatabaseOptions::new().min_size(4).max_size(4);
+    for t in common::databases_with(&four) {
+        let l = &t.label;
+        t.connect().await.unwrap();
+        t.recreate("storm", "id BIGINT PRIMARY KEY").await;
+        let tasks = (0..16).map(|task| tokio::spawn(storm_task(t.db.clone(), task)));
+        let outcomes = tokio::time::timeout(Duration::from_secs(120), join_all(tasks))
+            .await
+            .unwrap_or_else(|_| panic!("{l}: the storm hung"));
+        let stored: std::collections::HashSet<i64> = t
+            .fetch_all("SELECT id FROM storm", ())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<i64>(0).unwrap())
+            .collect();
+        for outcome in outcomes {
+            let outcome = outcome.unwrap();
+            for id in outcome.must {
+                assert!(stored.contains(&id), "{l}: {id} returned but is not stored");
+            }
+            for id in outcome.must_not {
+                assert!(!stored.contains(&id), "{l}: {id} is stored but must not be");
+            }
+        }
+        no_transaction_left(&t, 4).await;
+        t.execute("DROP TABLE storm", ()).await.unwrap();
+        t.disconnect().await.unwrap();
     }
 }
