@@ -434,3 +434,30 @@ async def _each_connection(database: Database, sql: str) -> list:
             return value
 
     return list(await asyncio.gather(*(one() for _ in range(4))))
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_statement_under_force_rollback(database_url: str) -> None:
+    # MySQL commits DDL, so the table can outlive the test's transaction there.
+    async with Database(database_url) as database:
+        await database.execute("DROP TABLE IF EXISTS fr_cancelled")
+    async with Database(database_url, force_rollback=True) as database:
+        await database.execute("CREATE TABLE fr_cancelled (x INTEGER)")
+        await database.execute("INSERT INTO fr_cancelled VALUES (1)")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(database.fetch_val(slow_query(database_url, 5)), 0.3)
+        if database_url.startswith("sqlite"):
+            # The read was stopped; the test's transaction goes on.
+            assert await database.fetch_val("SELECT COUNT(*) FROM fr_cancelled") == 1
+            return
+        # The shared connection's session is gone, and the message says what to do.
+        with pytest.raises(OperationalError) as info:
+            await database.fetch_val("SELECT COUNT(*) FROM fr_cancelled")
+        assert info.value.kind == "connection_lost"
+        assert "disconnect and connect again" in str(info.value)
+        await database.disconnect()
+        await database.connect()
+        # A new session, in a new transaction.
+        assert await database.fetch_val("SELECT 1") == 1
+    async with Database(database_url) as database:
+        await database.execute("DROP TABLE IF EXISTS fr_cancelled")

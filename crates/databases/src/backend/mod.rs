@@ -205,11 +205,12 @@ impl InFlight {
     ) -> Result<Self> {
         if poisoned.set.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::connection_lost(if poisoned.abandoned() {
-                "this connection was abandoned in the middle of an operation and is being \
-                 discarded; take a new one from the pool"
+                "this connection was abandoned in the middle of an operation (its caller was \
+                 cancelled) and cannot be used again; take another from the pool (with \
+                 force_rollback, disconnect and connect again)"
             } else if poisoned.gone() {
                 "this connection's server session was lost during an earlier operation; take \
-                 a new one from the pool"
+                 another from the pool (with force_rollback, disconnect and connect again)"
             } else {
                 "this connection is busy with another operation"
             }));
