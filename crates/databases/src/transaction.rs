@@ -267,7 +267,8 @@ impl<'c> Transaction<'c> {
     /// cancelled, or the server session was lost: killed, restarted, the network gone),
     /// there is nothing to send: the pool discards the connection, and the end of its
     /// session rolls back what was open there. The rollback then succeeds without a round
-    /// trip (a commit there fails: the work is lost).
+    /// trip (a commit there fails: the work is lost). A rollback that finds the session
+    /// gone itself succeeds too.
     pub async fn rollback(mut self) -> Result<()> {
         if self.connection().handle.raw.session_gone() {
             self.connection_mut().handle.broken = true;
@@ -275,10 +276,14 @@ impl<'c> Transaction<'c> {
             return Ok(());
         }
         let (level, sql) = (self.level, rollback_sql(self.level));
-        let result = self.connection_mut().finish(level, sql).await;
+        let mut result = self.connection_mut().finish(level, sql).await;
         if result.is_err() {
             // The connection's state is unknown: keep it out of the pool.
             self.connection_mut().handle.broken = true;
+            if self.connection().handle.raw.session_gone() {
+                // The rollback found the session gone: so is the transaction.
+                result = Ok(());
+            }
         }
         self.finish();
         result

@@ -194,6 +194,17 @@ async fn a_connection_killed_while_in_use() {
         assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{l}: {e}");
         tx.rollback().await.unwrap();
         drop(conn);
+
+        // A rollback that is the first to find the session gone succeeds as well.
+        let mut conn = t.connection().await.unwrap();
+        let id = backend_id(&mut conn).await;
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO fault_killed VALUES (6)", ())
+            .await
+            .unwrap();
+        kill_and_wait(&killer, kill, kill_sql(t.backend()).1, id, l).await;
+        tx.rollback().await.unwrap();
+        drop(conn);
         next_calls_succeed(&t).await;
         assert_eq!(t.count("fault_killed").await, 0, "{l}");
         t.execute("DROP TABLE fault_killed", ()).await.unwrap();
