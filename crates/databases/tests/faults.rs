@@ -147,16 +147,7 @@ async fn a_connection_killed_while_in_use() {
 
         // Inside a transaction: its work is gone with the session.
         let mut conn = t.connection().await.unwrap();
-        let id = backend_id(&mut conn).await;
-        let mut tx = conn.transaction().await.unwrap();
-        tx.execute("INSERT INTO fault_killed VALUES (1)", ())
-            .await
-            .unwrap();
-        killer
-            .execute(kill, databases::params! { "id" => id })
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut tx = killed_in_transaction(&mut conn, &killer, 1, l).await;
         let e = tx
             .execute("INSERT INTO fault_killed VALUES (2)", ())
             .await
@@ -177,16 +168,7 @@ async fn a_connection_killed_while_in_use() {
         // Rolled back instead: the session's end already did it, so the rollback succeeds
         // with nothing to send (a transaction's error path needs no second error).
         let mut conn = t.connection().await.unwrap();
-        let id = backend_id(&mut conn).await;
-        let mut tx = conn.transaction().await.unwrap();
-        tx.execute("INSERT INTO fault_killed VALUES (4)", ())
-            .await
-            .unwrap();
-        killer
-            .execute(kill, databases::params! { "id" => id })
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut tx = killed_in_transaction(&mut conn, &killer, 4, l).await;
         let e = tx
             .execute("INSERT INTO fault_killed VALUES (5)", ())
             .await
@@ -197,12 +179,7 @@ async fn a_connection_killed_while_in_use() {
 
         // A rollback that is the first to find the session gone succeeds as well.
         let mut conn = t.connection().await.unwrap();
-        let id = backend_id(&mut conn).await;
-        let mut tx = conn.transaction().await.unwrap();
-        tx.execute("INSERT INTO fault_killed VALUES (6)", ())
-            .await
-            .unwrap();
-        kill_and_wait(&killer, kill, kill_sql(t.backend()).1, id, l).await;
+        let tx = killed_in_transaction(&mut conn, &killer, 6, l).await;
         tx.rollback().await.unwrap();
         drop(conn);
         next_calls_succeed(&t).await;
@@ -211,4 +188,25 @@ async fn a_connection_killed_while_in_use() {
         killer.disconnect().await.unwrap();
         t.disconnect().await.unwrap();
     }
+}
+
+/// Opens a transaction on `conn`, inserts `x` in it, then has `killer` end the session and
+/// waits until the server has.
+async fn killed_in_transaction<'c>(
+    conn: &'c mut databases::Connection,
+    killer: &databases::Database,
+    x: i64,
+    l: &str,
+) -> databases::Transaction<'c> {
+    let id = backend_id(conn).await;
+    let (kill, alive) = kill_sql(conn.backend());
+    let mut tx = conn.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO fault_killed VALUES (:x)",
+        databases::params! { "x" => x },
+    )
+    .await
+    .unwrap();
+    kill_and_wait(killer, kill, alive, id, l).await;
+    tx
 }
