@@ -293,8 +293,9 @@ struct Outcome {
 
 /// One task of the storm: 100 operations, each cut off by a timeout drawn at random (most
 /// shorter than the operation): transactions with a savepoint dropped or rolled back,
-/// transactions dropped after an error, iterations dropped early, plain inserts, and a held
-/// connection's transaction followed by a statement outside it.
+/// transactions dropped after an error, iterations dropped early (outside and inside a
+/// transaction), plain inserts, and a held connection's transaction followed by a statement
+/// outside it.
 async fn storm_task(db: Database, task: u64) -> Outcome {
     let mut draw = Draw(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
     let mut out = Outcome::default();
@@ -302,7 +303,7 @@ async fn storm_task(db: Database, task: u64) -> Outcome {
     for round in 0..100 {
         let id = |k: i64| i64::try_from(task).unwrap() * 10_000 + round * 3 + k;
         let (a, b) = (id(0), id(1));
-        let kind = draw.below(5);
+        let kind = draw.below(6);
         let limit = Duration::from_micros(
             [100, 500, 1_000, 3_000, 10_000, 5_000_000][usize::try_from(draw.below(6)).unwrap()],
         );
@@ -348,6 +349,22 @@ async fn storm_task(db: Database, task: u64) -> Outcome {
                     .execute(insert, databases::params! { "id" => a })
                     .await
                     .map(drop),
+                4 => {
+                    // An iteration left early inside a transaction: the rest of its rows
+                    // are read and dropped before the next statement.
+                    let mut tx = db.transaction().await?;
+                    {
+                        let mut rows = tx.iterate("SELECT id FROM storm", ());
+                        for _ in 0..20 {
+                            if rows.try_next().await?.is_none() {
+                                break;
+                            }
+                        }
+                    }
+                    tx.execute(insert, databases::params! { "id" => a }).await?;
+                    reached_end = true;
+                    tx.commit().await
+                }
                 _ => {
                     let mut conn = db.connection().await?;
                     let mut tx = conn.transaction().await?;
@@ -380,9 +397,10 @@ async fn storm_task(db: Database, task: u64) -> Outcome {
                 }
             }
             (1, _) => out.must_not.push(a),
-            (3, true) => out.must.push(a),
-            (4, true) => out.must.extend([a, b]),
-            (4, false) if reached_end => out.must.push(a),
+            (4, false) if !reached_end => out.must_not.push(a),
+            (3 | 4, true) => out.must.push(a),
+            (5, true) => out.must.extend([a, b]),
+            (5, false) if reached_end => out.must.push(a),
             _ => {}
         }
     }
