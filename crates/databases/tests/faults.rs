@@ -210,3 +210,60 @@ async fn killed_in_transaction<'c>(
     kill_and_wait(killer, kill, alive, id, l).await;
     tx
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_command_timeout_is_stopped_and_the_connection_goes_on() {
+    for t in common::databases_with(&DatabaseOptions::new()) {
+        if t.backend() == Backend::Sqlite {
+            continue; // no command_timeout: a cancelled operation interrupts the statement
+        }
+        let l = &t.label;
+        let mut options = t.url().options().to_vec();
+        options.push(("command_timeout".into(), "0.3".into()));
+        let db = databases::Database::new(t.url().with_options(options).unwrap()).unwrap();
+        db.connect().await.unwrap();
+        db.execute("DROP TABLE IF EXISTS fault_timeout", ())
+            .await
+            .unwrap();
+        db.execute("CREATE TABLE fault_timeout (x INTEGER)", ())
+            .await
+            .unwrap();
+        let mut conn = db.connection().await.unwrap();
+        let id = backend_id(&mut conn).await;
+        let started = Instant::now();
+        let e = conn.fetch_all(t.slow_query(), ()).await.unwrap_err();
+        assert!(e.to_string().contains("command_timeout"), "{l}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{l}: not stopped"
+        );
+        // The cancellation was spent on the statement: the same session goes on.
+        assert_eq!(backend_id(&mut conn).await, id, "{l}");
+
+        // In a transaction: the statement fails; the rollback is not subject to the timeout
+        // and leaves the session outside any transaction.
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO fault_timeout VALUES (1)", ())
+            .await
+            .unwrap();
+        let e = tx.fetch_all(t.slow_query(), ()).await.unwrap_err();
+        assert!(e.to_string().contains("command_timeout"), "{l}: {e}");
+        tx.rollback().await.unwrap();
+        let mut tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO fault_timeout VALUES (2)", ())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        drop(conn);
+        let stored: Vec<i64> = db
+            .fetch_all("SELECT x FROM fault_timeout", ())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<i64>(0).unwrap())
+            .collect();
+        assert_eq!(stored, [2], "{l}");
+        db.execute("DROP TABLE fault_timeout", ()).await.unwrap();
+        db.disconnect().await.unwrap();
+    }
+}

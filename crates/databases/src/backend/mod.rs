@@ -153,6 +153,9 @@ pub(crate) struct Poison {
     abandoned: std::sync::atomic::AtomicBool,
     /// An operation found the server session gone (see [`InFlight::end`]).
     lost: std::sync::atomic::AtomicBool,
+    /// An operation ran past `command_timeout` and a cancellation may still be on its way
+    /// (see [`Timed::Unsure`]).
+    unsure: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -183,7 +186,9 @@ impl Poison {
     /// Whether it is poisoned for good (abandoned, or its session lost), rather than busy
     /// with an operation in flight.
     pub(crate) fn gone(&self) -> bool {
-        self.abandoned() || self.lost.load(std::sync::atomic::Ordering::SeqCst)
+        self.abandoned()
+            || self.lost.load(std::sync::atomic::Ordering::SeqCst)
+            || self.unsure.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -208,6 +213,11 @@ impl InFlight {
                 "this connection was abandoned in the middle of an operation (its caller was \
                  cancelled) and cannot be used again; take another from the pool (with \
                  force_rollback, disconnect and connect again)"
+            } else if poisoned.unsure.load(std::sync::atomic::Ordering::SeqCst) {
+                "a statement on this connection ran past command_timeout, and the cancellation \
+                 sent for it may still arrive and stop another, so the connection is not used \
+                 again; take another from the pool (with force_rollback, disconnect and \
+                 connect again)"
             } else if poisoned.gone() {
                 "this connection's server session was lost during an earlier operation; take \
                  another from the pool (with force_rollback, disconnect and connect again)"
@@ -227,6 +237,20 @@ impl InFlight {
         self.poisoned
             .set
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// [`InFlight::end`] for an operation under `command_timeout`: an unsure end (see
+    /// [`Timed`]) leaves the connection poisoned for good, with nothing to stop on the
+    /// server, so the pool discards it.
+    pub(crate) fn end_timed(mut self, timed: Timed, session_lost: bool) {
+        if timed == Timed::Unsure {
+            self.poisoned
+                .unsure
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.abandon = None;
+        } else {
+            self.end(session_lost);
+        }
     }
 
     /// The operation ended; `session_lost` when its error says the server session is gone.
@@ -372,40 +396,76 @@ pub(crate) fn spawn_detached(
     drop(runtime.spawn(fut));
 }
 
-/// Runs `op` within `limit`. On expiry, `cancel` asks the server to stop the statement and
-/// the operation's own (failed) end is awaited, so nothing is left running on the connection.
-/// A cancel that reaches the server before the statement does is ignored, so while the
-/// operation goes on it is repeated, with growing pauses, a bounded number of times.
+/// How an operation under `command_timeout` left its connection.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timed {
+    /// It ended within the limit, or the one cancellation sent for it stopped it: nothing
+    /// else is on its way to the session.
+    Clean,
+    /// It ran past the limit and a cancellation it may not have consumed is on its way (it
+    /// ended some other way, or more than one was sent). Arriving late, that cancellation
+    /// would stop the connection's next statement instead, so the connection must not run
+    /// another.
+    Unsure,
+}
+
+/// Runs `op` within `limit`. Past it, `cancel` asks the server to stop the statement, and the
+/// operation is awaited to its end, so the protocol stays in step; the result is then a
+/// timeout error. A cancel that reaches the server before the statement does is ignored, so
+/// while the operation goes on it is repeated, with growing pauses, a bounded number of
+/// times. `cancelled` tells the error a cancellation produces: the connection stays usable
+/// only when the one cancel sent produced it (see [`Timed`]).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn with_command_timeout<T, C: Future<Output = ()>>(
     limit: Option<std::time::Duration>,
     op: impl Future<Output = Result<T>>,
     mut cancel: impl FnMut() -> C,
-) -> Result<T> {
+    cancelled: impl Fn(&Error) -> bool,
+) -> (Result<T>, Timed) {
     let Some(limit) = limit else {
-        return op.await;
+        return (op.await, Timed::Clean);
     };
     let mut op = std::pin::pin!(op);
     if let Ok(result) = tokio::time::timeout(limit, &mut op).await {
-        return result;
+        return (result, Timed::Clean);
     }
     let mut pause = std::time::Duration::from_millis(20);
-    let mut ended = false;
+    let mut sent = 0;
+    let mut ended = None;
     for _ in 0..8 {
         cancel().await;
-        ended = tokio::time::timeout(pause, &mut op).await.is_ok();
-        if ended {
+        sent += 1;
+        if let Ok(result) = tokio::time::timeout(pause, &mut op).await {
+            ended = Some(result);
             break;
         }
         pause *= 2;
     }
-    if !ended {
-        let _ = op.await;
-    }
-    Err(Error::new(
-        crate::ErrorKind::Database,
-        format!("the statement ran longer than command_timeout ({limit:?}) and was cancelled"),
-    ))
+    let result = match ended {
+        Some(result) => result,
+        None => op.await,
+    };
+    let consumed = sent == 1 && matches!(&result, Err(e) if cancelled(e));
+    (
+        Err(Error::new(
+            crate::ErrorKind::Database,
+            format!("the statement ran longer than command_timeout ({limit:?}) and was cancelled"),
+        )),
+        if consumed {
+            Timed::Clean
+        } else {
+            Timed::Unsure
+        },
+    )
+}
+
+/// Whether transaction control `sql` is a rollback. A rollback runs without the command
+/// timeout: cancelled, it would leave the transaction open while the caller takes it as
+/// ended.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn is_rollback(sql: &str) -> bool {
+    sql.starts_with("ROLLBACK")
 }
 
 /// Whether an abandoned stream keeps its connection usable (see [`RawConnection::stream`]).
@@ -825,8 +885,8 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{InFlight, Poison, Starts};
-    use crate::ErrorKind;
+    use super::{InFlight, Poison, Starts, Timed, is_rollback, with_command_timeout};
+    use crate::{Error, ErrorKind, Result};
 
     fn flight(poisoned: &Arc<Poison>, abandoned: &Arc<AtomicUsize>) -> InFlight {
         let abandoned = abandoned.clone();
@@ -892,6 +952,75 @@ mod tests {
         drop(flight(&poisoned, &abandoned));
         assert!(poisoned.is_set() && poisoned.abandoned() && poisoned.gone());
         assert_eq!(abandoned.load(Ordering::SeqCst), 1);
+    }
+
+    /// A statement under `with_command_timeout` that ends `after` the `k`-th cancel, with
+    /// the cancellation's error, or with success if `k` is 0.
+    async fn timed(after: usize, k: usize) -> (Result<()>, Timed, usize) {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let op = {
+            let sent = sent.clone();
+            async move {
+                loop {
+                    let n = sent.load(Ordering::SeqCst);
+                    if k == 0 && n >= after {
+                        return Ok(());
+                    }
+                    if k > 0 && n >= k {
+                        return Err(Error::new(ErrorKind::Database, "stopped").with_db("57014", ""));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+        };
+        let cancel = || {
+            sent.fetch_add(1, Ordering::SeqCst);
+            async {}
+        };
+        let limit = Some(std::time::Duration::from_millis(5));
+        let (result, how) =
+            with_command_timeout(limit, op, cancel, |e| e.code() == Some("57014")).await;
+        (result, how, sent.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_command_timeout_keeps_the_connection_only_when_its_cancel_was_spent() {
+        // Within the limit: the statement's own result.
+        let (result, how, sent) = timed(0, 0).await;
+        assert!(result.is_ok() && how == Timed::Clean && sent == 0);
+        // Stopped by the one cancel sent: a timeout error, and nothing left on its way.
+        let (result, how, sent) = timed(0, 1).await;
+        assert!(result.unwrap_err().to_string().contains("command_timeout"));
+        assert_eq!((how, sent), (Timed::Clean, 1));
+        // Stopped by the second: the first may still arrive.
+        let (_, how, sent) = timed(0, 2).await;
+        assert_eq!((how, sent), (Timed::Unsure, 2));
+        // It ended on its own after the cancel was sent: that cancel may still arrive.
+        let (result, how, _) = timed(1, 0).await;
+        assert!(result.is_err());
+        assert_eq!(how, Timed::Unsure);
+    }
+
+    #[test]
+    fn an_unsure_end_poisons_for_good_and_says_why() {
+        let (poisoned, abandoned) = (Arc::default(), Arc::default());
+        flight(&poisoned, &abandoned).end_timed(Timed::Clean, false);
+        assert!(!poisoned.is_set());
+        flight(&poisoned, &abandoned).end_timed(Timed::Unsure, false);
+        assert!(poisoned.is_set() && poisoned.gone() && !poisoned.abandoned());
+        let e = InFlight::start(&poisoned, || {}).err().unwrap();
+        assert!(e.to_string().contains("command_timeout"), "{e}");
+        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn rollbacks_are_recognised() {
+        assert!(is_rollback("ROLLBACK"));
+        assert!(is_rollback(
+            "ROLLBACK TO SAVEPOINT sp_2; RELEASE SAVEPOINT sp_2"
+        ));
+        assert!(!is_rollback("COMMIT"));
+        assert!(!is_rollback("RELEASE SAVEPOINT sp_2"));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! Cancellation: as on PostgreSQL, an operation whose future is dropped poisons the
 //! connection (the pool discards it) and a `KILL CONNECTION` from a separate connection ends
 //! its session on the server, which stops the statement. A `command_timeout` sends
-//! `KILL QUERY` instead and keeps the connection. `iterate` runs the query in a task that owns the connection and
+//! `KILL QUERY` instead and keeps the connection when that is what stopped the statement. `iterate` runs the query in a task that owns the connection and
 //! hands it back when the rows are done.
 
 use std::sync::atomic::Ordering;
@@ -300,6 +300,15 @@ impl MyConnection {
     /// command timeout (which kills the statement, then awaits the operation's own end).
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         let limit = self.command_timeout;
+        self.run_within(limit, op).await
+    }
+
+    /// [`MyConnection::run`] with `limit` for the command timeout.
+    async fn run_within<T>(
+        &mut self,
+        limit: Option<Duration>,
+        op: impl AsyncFnOnce(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
         let (opts, id) = (self.opts.clone(), self.id);
         let (guard, conn) = self.start().await?;
         let kill = || {
@@ -311,8 +320,10 @@ impl MyConnection {
                 }
             }
         };
-        let result = super::with_command_timeout(limit, op(conn), kill).await;
-        guard.end(matches!(&result, Err(e) if ends_connection(e)));
+        // ER_QUERY_INTERRUPTED: what a `KILL QUERY` makes of the statement.
+        let (result, timed) =
+            super::with_command_timeout(limit, op(conn), kill, |e| e.code() == Some("1317")).await;
+        guard.end_timed(timed, matches!(&result, Err(e) if ends_connection(e)));
         result
     }
 
@@ -534,8 +545,11 @@ impl MyConnection {
             self.run_after_starts(starts, sql).await?;
             return Ok(());
         }
-        self.run(async move |conn| conn.query_drop(sql).await.map_err(map_error))
-            .await
+        let limit = self.command_timeout.filter(|_| !super::is_rollback(&sql));
+        self.run_within(limit, async move |conn| {
+            conn.query_drop(sql).await.map_err(map_error)
+        })
+        .await
     }
 
     /// Starts the transaction at `level` with `sql` (`START TRANSACTION`, or `SAVEPOINT sp_N`
@@ -594,8 +608,11 @@ impl MyConnection {
         let outermost = starts.outermost;
         let mut start_failed = false;
         let failed = &mut start_failed;
+        let limit = self.command_timeout.filter(|_| !super::is_rollback(&sql));
         let result = self
-            .run(async move |conn| after_starts(conn, &starts, &sql, failed).await)
+            .run_within(limit, async move |conn| {
+                after_starts(conn, &starts, &sql, failed).await
+            })
             .await;
         if start_failed {
             self.starts.failed |= outermost;

@@ -523,9 +523,18 @@ impl PgConnection {
     /// Runs one operation: poisons the connection while it is in flight, applies the
     /// command timeout.
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let limit = self.command_timeout;
+        self.run_within(limit, op).await
+    }
+
+    /// [`PgConnection::run`] with `limit` for the command timeout.
+    async fn run_within<T>(
+        &mut self,
+        limit: Option<Duration>,
+        op: impl AsyncFnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         self.starts.check()?;
         let guard = self.start()?;
-        let limit = self.command_timeout;
         let (token, tls) = (self.client.cancel_token(), self.tls.clone());
         let cancel = || {
             let (token, tls) = (token.clone(), tls.clone());
@@ -533,8 +542,11 @@ impl PgConnection {
                 let _ = token.cancel_query(tls).await;
             }
         };
-        let result = super::with_command_timeout(limit, op(self), cancel).await;
-        guard.end(session_lost(&result));
+        let (result, timed) = super::with_command_timeout(limit, op(self), cancel, |e| {
+            e.code() == Some(SqlState::QUERY_CANCELED.code())
+        })
+        .await;
+        guard.end_timed(timed, session_lost(&result));
         result
     }
 
@@ -743,7 +755,8 @@ impl PgConnection {
 
     pub(crate) async fn control(&mut self, sql: String) -> Result<()> {
         self.starts.before_control(&sql);
-        self.run(async move |this| {
+        let limit = self.command_timeout.filter(|_| !super::is_rollback(&sql));
+        self.run_within(limit, async move |this| {
             (this.starts)
                 .then(&this.client, this.client.batch_execute(&sql))
                 .await
