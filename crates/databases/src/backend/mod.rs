@@ -183,6 +183,17 @@ impl Poison {
         self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Marks, from inside an operation, that the session's state is no longer what the
+    /// connection takes it to be (a transaction statement of the operation's own failed),
+    /// so the connection is not used again once the operation ends.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        allow(dead_code, reason = "only PostgreSQL's execute_many needs it")
+    )]
+    pub(crate) fn set_unsure(&self) {
+        self.unsure.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether it is poisoned for good (abandoned, or its session lost), rather than busy
     /// with an operation in flight.
     pub(crate) fn gone(&self) -> bool {
@@ -214,10 +225,10 @@ impl InFlight {
                  cancelled) and cannot be used again; take another from the pool (with \
                  force_rollback, disconnect and connect again)"
             } else if poisoned.unsure.load(std::sync::atomic::Ordering::SeqCst) {
-                "a statement on this connection ran past command_timeout, and the cancellation \
-                 sent for it may still arrive and stop another, so the connection is not used \
-                 again; take another from the pool (with force_rollback, disconnect and \
-                 connect again)"
+                "an earlier operation left this connection in an unknown state (a statement ran \
+                 past command_timeout and its cancellation may still arrive, or a transaction \
+                 statement of its own failed), so it is not used again; take another from the \
+                 pool (with force_rollback, disconnect and connect again)"
             } else if poisoned.gone() {
                 "this connection's server session was lost during an earlier operation; take \
                  another from the pool (with force_rollback, disconnect and connect again)"
@@ -234,9 +245,13 @@ impl InFlight {
     /// The operation ended (well or with an error): the connection is usable again.
     pub(crate) fn done(mut self) {
         self.abandon = None;
-        self.poisoned
-            .set
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        // Unless the operation found the connection's state unknown (see
+        // [`Poison::set_unsure`]).
+        if !self.poisoned.gone() {
+            self.poisoned
+                .set
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// [`InFlight::end`] for an operation under `command_timeout`: an unsure end (see
@@ -1011,6 +1026,17 @@ mod tests {
         let e = InFlight::start(&poisoned, || {}).err().unwrap();
         assert!(e.to_string().contains("command_timeout"), "{e}");
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_operation_that_found_the_state_unknown_stays_poisoned() {
+        let (poisoned, abandoned) = (Arc::default(), Arc::default());
+        let guard = flight(&poisoned, &abandoned);
+        poisoned.set_unsure();
+        guard.done();
+        assert!(poisoned.is_set() && poisoned.gone() && !poisoned.abandoned());
+        let e = InFlight::start(&poisoned, || {}).err().unwrap();
+        assert!(e.to_string().contains("unknown state"), "{e}");
     }
 
     #[test]

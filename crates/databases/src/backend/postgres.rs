@@ -646,21 +646,45 @@ impl PgConnection {
                     .zip(&bound)
                     .map(|((stmt, ..), params)| client.execute_raw(stmt, params.iter())),
             );
-            let (started, began, counts) = futures_util::future::join3(start, begin, inserts).await;
+            let (started, began, counts) = if this.command_timeout.is_none() {
+                let (started, began, counts) =
+                    futures_util::future::join3(start, begin, inserts).await;
+                (started, began, Some(counts))
+            } else {
+                // A command timeout's cancellation that stopped the start or the `BEGIN`
+                // would let inserts sent with them run outside any transaction: with a
+                // command timeout, the inserts wait for both.
+                let (started, began) = futures_util::future::join(start, begin).await;
+                let counts = match (&started, &began) {
+                    (Ok(()), Ok(())) => Some(inserts.await),
+                    _ => None,
+                };
+                (started, began, counts)
+            };
             if let Err(e) = started {
                 this.starts.failed |= deferred.is_some_and(|starts| starts.outermost);
-                return Err(start_error(map_error(e), counts.is_ok()));
+                return Err(start_error(
+                    map_error(e),
+                    counts.as_ref().is_some_and(Result::is_ok),
+                ));
             }
-            began.map_err(map_error)?;
+            // From here on, a failed transaction statement of our own leaves the session's
+            // transaction state unknown: the connection is not used again.
+            let unsure = |e: tokio_postgres::Error| {
+                this.poisoned.set_unsure();
+                map_error(e)
+            };
+            began.map_err(unsure)?;
             match counts {
-                Ok(counts) => {
-                    client.batch_execute(close).await.map_err(map_error)?;
+                Some(Ok(counts)) => {
+                    client.batch_execute(close).await.map_err(unsure)?;
                     Ok(counts.iter().sum())
                 }
-                Err(e) => {
-                    client.batch_execute(undo).await.map_err(map_error)?;
+                Some(Err(e)) => {
+                    client.batch_execute(undo).await.map_err(unsure)?;
                     Err(map_error(e))
                 }
+                None => unreachable!("the inserts are sent after a start and BEGIN that succeeded"),
             }
         })
         .await
