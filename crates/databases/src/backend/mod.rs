@@ -186,10 +186,6 @@ impl Poison {
     /// Marks, from inside an operation, that the session's state is no longer what the
     /// connection takes it to be (a transaction statement of the operation's own failed),
     /// so the connection is not used again once the operation ends.
-    #[cfg_attr(
-        not(feature = "postgres"),
-        allow(dead_code, reason = "only PostgreSQL's execute_many needs it")
-    )]
     pub(crate) fn set_unsure(&self) {
         self.unsure.store(true, std::sync::atomic::Ordering::SeqCst);
     }

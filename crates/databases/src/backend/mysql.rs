@@ -392,6 +392,14 @@ impl MyConnection {
         let mut start_failed = false;
         let failed = &mut start_failed;
         let sql = query.sql;
+        // A transaction statement of our own that fails leaves the session's transaction
+        // state unknown (a command timeout's `KILL QUERY` can stop a `COMMIT`): the
+        // connection is not used again.
+        let poisoned = self.poisoned.clone();
+        let unsure = move |e| {
+            poisoned.set_unsure();
+            map_error(e)
+        };
         let result = self
             .run(async move |conn| {
                 match &starts {
@@ -403,15 +411,15 @@ impl MyConnection {
                 let result = insert_many(conn, &sql, rows).await;
                 match result {
                     Ok(n) => {
-                        conn.query_drop(close).await.map_err(map_error)?;
+                        conn.query_drop(close).await.map_err(&unsure)?;
                         Ok(n)
                     }
                     Err(e) => {
-                        conn.query_drop(undo).await.map_err(map_error)?;
+                        conn.query_drop(undo).await.map_err(&unsure)?;
                         if query.in_transaction {
                             conn.query_drop("RELEASE SAVEPOINT databases_execute_many")
                                 .await
-                                .map_err(map_error)?;
+                                .map_err(&unsure)?;
                         }
                         Err(e)
                     }
