@@ -652,6 +652,77 @@ async fn postgres_sends_begin_with_the_first_statement() {
     }
 }
 
+/// A PostgreSQL statement reaches the server during its operation's first poll: the
+/// operation writes it itself, without waiting for the runtime to run the connection's task.
+/// Here that task cannot run (the test blocks the runtime's only thread), yet the server runs
+/// the statement.
+#[test]
+fn postgres_an_operation_writes_its_statement_itself() {
+    for url in common::server_urls() {
+        if url.backend() != databases::Backend::Postgres {
+            continue;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let db = databases::Database::with_options(
+                &url,
+                DatabaseOptions::new().min_size(1).max_size(1),
+            )
+            .unwrap();
+            db.connect().await.unwrap();
+            let mut conn = db.connection().await.unwrap();
+            let pid = conn
+                .fetch_val::<i64>("SELECT pg_backend_pid()", (), 0)
+                .await
+                .unwrap()
+                .unwrap();
+            let sleep = "SELECT pg_sleep(0.3)";
+            conn.execute(sleep, ()).await.unwrap(); // prepared: one request left to send
+            let mut work = Box::pin(conn.execute(sleep, ()));
+            assert!(futures_util::poll!(work.as_mut()).is_pending());
+            // Watched from another thread while this one is blocked.
+            let watcher_url = url.clone();
+            let seen = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                runtime.block_on(async {
+                    let observer = databases::Database::with_options(
+                        &watcher_url,
+                        DatabaseOptions::new().min_size(1).max_size(1),
+                    )
+                    .unwrap();
+                    observer.connect().await.unwrap();
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                    while std::time::Instant::now() < deadline {
+                        let state = observer
+                            .fetch_val::<String>(
+                                "SELECT state FROM pg_stat_activity WHERE pid = :pid \
+                                 AND query = 'SELECT pg_sleep(0.3)'",
+                                params! { "pid" => pid },
+                                0,
+                            )
+                            .await
+                            .unwrap();
+                        if state.as_deref() == Some("active") {
+                            return true;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    false
+                })
+            })
+            .join()
+            .unwrap();
+            assert!(seen, "the statement did not reach the server");
+            work.await.unwrap();
+            drop(conn);
+            db.disconnect().await.unwrap();
+        });
+    }
+}
+
 /// Opens a transaction with raw SQL, unknown to the crate, and aborts it with an error: the
 /// next `BEGIN` on the session fails.
 async fn abort_a_raw_transaction(conn: &mut databases::Connection) {

@@ -24,9 +24,12 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -406,6 +409,120 @@ pub(crate) struct PgConnection {
     /// The runtime the connection was opened on, where an abandoned operation's cancel
     /// requests run.
     runtime: tokio::runtime::Handle,
+    /// The connection's protocol future, which operations poll too (see [`Driver`]).
+    driver: Arc<Driver>,
+}
+
+/// tokio-postgres's connection future (it owns the socket), shared by the task that drives
+/// it and by the operations on it.
+///
+/// A client method only queues its request for that future. Left to the task, the request
+/// reaches the socket once the task has been woken and scheduled, on whichever thread runs
+/// it: for an operation polled on another thread (the Python package's event loop), a wake
+/// of a parked runtime thread on every round trip, which costs more than the round trip's
+/// own work. So an operation that has queued a request and waits polls the future once
+/// itself (see [`Flushed`]), which writes the request at once. The future is always polled
+/// with the task's waker, so everything it waits for (the socket, the next request) still
+/// wakes the task; the task also ends the connection when the future has ended.
+struct Driver {
+    state: std::sync::Mutex<DriverState>,
+}
+
+/// tokio-postgres's connection future, boxed: it ends when the connection does.
+type ConnectionFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>>;
+
+struct DriverState {
+    /// `None` once the connection has ended.
+    connection: Option<ConnectionFuture>,
+    /// The driving task's waker, from its latest poll.
+    task: Option<Waker>,
+}
+
+impl Driver {
+    fn new(
+        connection: impl Future<Output = std::result::Result<(), tokio_postgres::Error>>
+        + Send
+        + 'static,
+    ) -> Self {
+        Self {
+            state: std::sync::Mutex::new(DriverState {
+                connection: Some(Box::pin(connection)),
+                task: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The driving task's poll: ready once the connection has ended.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if !state.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.task = Some(cx.waker().clone());
+        }
+        state.poll_connection(cx)
+    }
+
+    /// Writes the requests queued so far (and reads what has arrived), unless the task is
+    /// polling the connection right now, in which case it does the same.
+    fn flush(&self) {
+        let Ok(mut state) = self.state.try_lock() else {
+            return;
+        };
+        let Some(task) = state.task.clone() else {
+            return; // the task has not run yet; its first poll sends everything
+        };
+        if state
+            .poll_connection(&mut Context::from_waker(&task))
+            .is_ready()
+        {
+            task.wake(); // the task ends too
+        }
+    }
+}
+
+impl DriverState {
+    fn poll_connection(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(result) = connection.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "PostgreSQL connection ended with an error");
+        }
+        self.connection = None;
+        Poll::Ready(())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An operation that flushes its connection's queued requests each time it waits (see
+    /// [`Driver`]).
+    struct Flushed<F> {
+        #[pin]
+        operation: F,
+        driver: Arc<Driver>,
+    }
+}
+
+impl<F: Future> Future for Flushed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let poll = this.operation.poll(cx);
+        if poll.is_pending() {
+            this.driver.flush();
+        }
+        poll
+    }
 }
 
 impl Starts {
@@ -451,10 +568,10 @@ impl PgConnection {
         })?;
         // The driver task holds `running` until the connection has ended.
         let (running, ended) = tokio::sync::watch::channel(());
+        let driver = Arc::new(Driver::new(connection));
+        let task = driver.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended with an error");
-            }
+            std::future::poll_fn(|cx| task.poll(cx)).await;
             drop(running);
         });
         Ok(Self {
@@ -467,6 +584,7 @@ impl PgConnection {
             poisoned: Arc::default(),
             starts: Starts::default(),
             runtime: tokio::runtime::Handle::current(),
+            driver,
         })
     }
 
@@ -542,7 +660,12 @@ impl PgConnection {
                 let _ = token.cancel_query(tls).await;
             }
         };
-        let (result, timed) = super::with_command_timeout(limit, op(self), cancel, |e| {
+        let driver = self.driver.clone();
+        let operation = Flushed {
+            operation: op(self),
+            driver,
+        };
+        let (result, timed) = super::with_command_timeout(limit, operation, cancel, |e| {
             e.code() == Some(SqlState::QUERY_CANCELED.code())
         })
         .await;
@@ -723,14 +846,18 @@ impl PgConnection {
     ) -> Result<BoxStream<'static, Result<Record>>> {
         self.starts.check()?;
         let guard = self.start()?;
-        let opened = async {
-            let stmt = self.statement(&query.sql).await?;
-            let params = bind_params(&stmt, &query)?;
-            let columns = columns_of(&stmt);
-            let rows = (self.starts)
-                .then(&self.client, self.client.query_raw(&stmt, params.iter()))
-                .await?;
-            Ok::<_, Error>((rows, columns))
+        let driver = self.driver.clone();
+        let opened = Flushed {
+            driver,
+            operation: async {
+                let stmt = self.statement(&query.sql).await?;
+                let params = bind_params(&stmt, &query)?;
+                let columns = columns_of(&stmt);
+                let rows = (self.starts)
+                    .then(&self.client, self.client.query_raw(&stmt, params.iter()))
+                    .await?;
+                Ok::<_, Error>((rows, columns))
+            },
         }
         .await;
         match opened {
