@@ -19,7 +19,6 @@ const CHUNK_ROWS: usize = 500;
 
 /// The connection a Python `Connection` holds, and what the operations on it signal to an
 /// `iterate` that is reading from it.
-#[derive(Default)]
 struct Held {
     /// `None` once released.
     conn: Mutex<Option<Connection>>,
@@ -31,6 +30,8 @@ struct Held {
     releasing: AtomicBool,
     /// Woken when `waiting` or `releasing` change.
     changed: Notify,
+    /// The connection's backend.
+    backend: databases::Backend,
     /// Its operations are driven from the event loop's thread ([`drive_here`]).
     here: bool,
     /// Starting a transaction on it is ([`begin_here`]).
@@ -40,10 +41,13 @@ struct Held {
 impl Held {
     fn new(conn: Connection) -> Self {
         Self {
+            backend: conn.backend(),
             here: drive_here(conn.backend()),
             begin_here: begin_here(conn.backend()),
             conn: Mutex::new(Some(conn)),
-            ..Self::default()
+            waiting: AtomicUsize::default(),
+            releasing: AtomicBool::default(),
+            changed: Notify::default(),
         }
     }
 
@@ -143,6 +147,42 @@ fn drive_here(backend: databases::Backend) -> bool {
     )
 }
 
+/// PostgreSQL operations in flight in this process (see [`Busy`]).
+static POSTGRES_BUSY: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether an operation on `backend` that starts now is driven from the event loop's thread:
+/// where [`drive_here`] says so, and on PostgreSQL when no other PostgreSQL operation is in
+/// flight. A PostgreSQL operation writes its request to the socket itself (the core flushes
+/// the connection's queue when it waits), so one driven here costs no wake of a runtime
+/// thread to send it; but its protocol work then runs on the loop's thread, which many
+/// concurrent operations keep busy, while on the runtime it runs beside the loop (32 tasks:
+/// 21-27k calls/s all driven here against 30-43k on the runtime).
+fn here_now(backend: databases::Backend) -> bool {
+    drive_here(backend)
+        || (backend == databases::Backend::Postgres && POSTGRES_BUSY.load(Ordering::Relaxed) == 0)
+}
+
+/// Counts a PostgreSQL operation in [`POSTGRES_BUSY`] while it lives.
+struct Busy(bool);
+
+impl Busy {
+    fn enter(backend: databases::Backend) -> Self {
+        let postgres = backend == databases::Backend::Postgres;
+        if postgres {
+            POSTGRES_BUSY.fetch_add(1, Ordering::Relaxed);
+        }
+        Self(postgres)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0 {
+            POSTGRES_BUSY.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Whether starting a transaction on `backend` is driven from the event loop's thread: where
 /// its other operations are, and on PostgreSQL, whose `BEGIN` and `SAVEPOINT` go out with
 /// the next statement. Starting one there has no I/O of its own (with an idle connection in
@@ -153,10 +193,10 @@ fn begin_here(backend: databases::Backend) -> bool {
 }
 
 impl Target {
-    fn here(&self) -> bool {
+    fn backend(&self) -> databases::Backend {
         match self {
-            Self::Pool(db) => drive_here(db.backend()),
-            Self::Held(slot) => slot.here,
+            Self::Pool(db) => db.backend(),
+            Self::Held(slot) => slot.backend,
         }
     }
 
@@ -168,7 +208,9 @@ impl Target {
             + Send
             + 'static,
     {
-        let here = self.here();
+        let backend = self.backend();
+        let here = here_now(backend);
+        let _busy = Busy::enter(backend);
         self.run_on(here, op).await
     }
 
@@ -538,9 +580,11 @@ impl NativeConnection {
     fn finish_release(&self, depth: u32, commit: bool) -> Awaitable {
         let slot = self.slot.clone();
         slot.release_soon();
+        let (here, busy) = (here_now(slot.backend), Busy::enter(slot.backend));
         Awaitable::new(
             "NativeConnection.finish_release",
-            run_on(slot.here, async move {
+            run_on(here, async move {
+                let _busy = busy;
                 let mut conn = slot.conn.lock().await.take().ok_or_else(released)?;
                 if commit {
                     conn.commit_depth(depth).await
