@@ -11,9 +11,10 @@
 //! Every operation returns an `Awaitable` (in `awaitable`), which asyncio drives as it drives a
 //! coroutine (a PyO3 `async fn` would do the same, but completes each wait through
 //! `call_soon_threadsafe`, a self-pipe write and one more turn of the loop). On
-//! PostgreSQL the work runs as a task on a shared tokio runtime and the coroutine awaits its
-//! `JoinHandle`; on MySQL/MariaDB and SQLite the core's future is polled on the loop's own
-//! thread, inside the runtime's context (see `drive_here` in `native`). Either way, each
+//! MySQL/MariaDB and SQLite the core's future is polled on the loop's own thread, inside the
+//! runtime's context (see `drive_here` in `native`); on PostgreSQL too when no other
+//! PostgreSQL operation is in flight, else the work runs as a task on a shared tokio runtime
+//! and the coroutine awaits its `JoinHandle` (see `here_now`). Either way, each
 //! await that does not finish at once costs one wake of the event loop. That wake never takes
 //! the GIL on the tokio thread: it queues the coroutine's waker for the loop and writes a
 //! byte to a socket the loop watches (`add_reader`), and the loop's thread, which holds the
