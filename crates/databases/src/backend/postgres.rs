@@ -28,7 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -426,6 +426,10 @@ pub(crate) struct PgConnection {
 /// wakes the task; the task also ends the connection when the future has ended.
 struct Driver {
     state: std::sync::Mutex<DriverState>,
+    /// The waker the connection future is always polled with.
+    wake: Arc<TaskWake>,
+    /// The same, as a [`Waker`].
+    waker: Waker,
 }
 
 /// tokio-postgres's connection future, boxed: it ends when the connection does.
@@ -435,8 +439,36 @@ type ConnectionFuture =
 struct DriverState {
     /// `None` once the connection has ended.
     connection: Option<ConnectionFuture>,
-    /// The driving task's waker, from its latest poll.
-    task: Option<Waker>,
+}
+
+/// Wakes the driving task, except while an operation is being polled ([`Flushed`]): a wake
+/// then (the operation queuing a request wakes the future's request channel) is held back,
+/// since the operation polls the future itself right after, which does what the task would
+/// do. Without that, every statement would also wake a parked runtime thread, to find
+/// nothing left to send.
+struct TaskWake {
+    task: futures_util::task::AtomicWaker,
+    /// An operation is being polled.
+    holding: AtomicBool,
+    /// A wake came while `holding` was set.
+    held: AtomicBool,
+}
+
+impl std::task::Wake for TaskWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.holding.load(Ordering::SeqCst) {
+            self.held.store(true, Ordering::SeqCst);
+            // Unless the hold ended meanwhile, its end sees `held` and delivers it.
+            if self.holding.load(Ordering::SeqCst) || !self.held.swap(false, Ordering::SeqCst) {
+                return;
+            }
+        }
+        self.task.wake();
+    }
 }
 
 impl Driver {
@@ -445,11 +477,17 @@ impl Driver {
         + Send
         + 'static,
     ) -> Self {
+        let wake = Arc::new(TaskWake {
+            task: futures_util::task::AtomicWaker::new(),
+            holding: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+        });
         Self {
             state: std::sync::Mutex::new(DriverState {
                 connection: Some(Box::pin(connection)),
-                task: None,
             }),
+            waker: Waker::from(wake.clone()),
+            wake,
         }
     }
 
@@ -461,27 +499,35 @@ impl Driver {
 
     /// The driving task's poll: ready once the connection has ended.
     fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.lock();
-        if !state.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            state.task = Some(cx.waker().clone());
-        }
-        state.poll_connection(cx)
+        self.wake.task.register(cx.waker());
+        self.lock()
+            .poll_connection(&mut Context::from_waker(&self.waker))
     }
 
-    /// Writes the requests queued so far (and reads what has arrived), unless the task is
-    /// polling the connection right now, in which case it does the same.
-    fn flush(&self) {
-        let Ok(mut state) = self.state.try_lock() else {
-            return;
-        };
-        let Some(task) = state.task.clone() else {
-            return; // the task has not run yet; its first poll sends everything
-        };
-        if state
-            .poll_connection(&mut Context::from_waker(&task))
-            .is_ready()
-        {
-            task.wake(); // the task ends too
+    /// Starts holding back the task's wakes: an operation is about to be polled.
+    fn hold(&self) {
+        self.wake.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends the hold. When the operation waits (`flush`), it polls the connection future
+    /// first, which writes the requests it queued (and reads what has arrived); a wake held
+    /// back before that poll needs no task, one that came during or after it is delivered.
+    /// If the task is polling the future right now, every held wake is delivered.
+    fn release(&self, flush: bool) {
+        let mut flushed = false;
+        if flush && let Ok(mut state) = self.state.try_lock() {
+            self.wake.held.store(false, Ordering::SeqCst);
+            if state
+                .poll_connection(&mut Context::from_waker(&self.waker))
+                .is_ready()
+            {
+                self.wake.task.wake(); // the task ends too
+            }
+            flushed = true;
+        }
+        self.wake.holding.store(false, Ordering::SeqCst);
+        if self.wake.held.swap(false, Ordering::SeqCst) || (flush && !flushed) {
+            self.wake.task.wake();
         }
     }
 }
@@ -517,10 +563,9 @@ impl<F: Future> Future for Flushed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        this.driver.hold();
         let poll = this.operation.poll(cx);
-        if poll.is_pending() {
-            this.driver.flush();
-        }
+        this.driver.release(poll.is_pending());
         poll
     }
 }
@@ -1681,6 +1726,78 @@ fn map_error(e: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts its wakes (the driving task).
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A driver around a connection future that counts its polls and, while `wake_in_poll`
+    /// is set, wakes its waker from inside its poll (as something arriving meanwhile would);
+    /// and the task's wake count.
+    fn counted_driver() -> (Driver, Arc<Count>, Arc<Count>, Arc<AtomicBool>) {
+        let (polls, wake_in_poll) = (Arc::new(Count::default()), Arc::new(AtomicBool::new(false)));
+        let (p, w) = (polls.clone(), wake_in_poll.clone());
+        let driver = Driver::new(std::future::poll_fn(move |cx| {
+            p.0.fetch_add(1, Ordering::SeqCst);
+            if w.load(Ordering::SeqCst) {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        }));
+        let task = Arc::new(Count::default());
+        driver.wake.task.register(&Waker::from(task.clone()));
+        (driver, task, polls, wake_in_poll)
+    }
+
+    fn count(c: &Count) -> usize {
+        c.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_wake_held_back_for_an_operation_is_never_lost() {
+        // The operation waits: its poll of the connection does the task's work.
+        let (driver, task, polls, _) = counted_driver();
+        driver.hold();
+        driver.waker.wake_by_ref();
+        driver.release(true);
+        assert_eq!((count(&task), count(&polls)), (0, 1));
+
+        // The operation finished: it polls nothing, so the held wake goes to the task.
+        let (driver, task, polls, _) = counted_driver();
+        driver.hold();
+        driver.waker.wake_by_ref();
+        driver.release(false);
+        assert_eq!((count(&task), count(&polls)), (1, 0));
+
+        // A wake during the operation's poll of the connection may come after the part
+        // of the poll it concerns: delivered.
+        let (driver, task, polls, wake_in_poll) = counted_driver();
+        wake_in_poll.store(true, Ordering::SeqCst);
+        driver.hold();
+        driver.release(true);
+        assert_eq!((count(&task), count(&polls)), (1, 1));
+
+        // The task is polling the connection (it holds the lock): the operation leaves the
+        // work to it, and wakes it so that it polls again.
+        let (driver, task, polls, _) = counted_driver();
+        let state = driver.lock();
+        driver.hold();
+        driver.waker.wake_by_ref();
+        driver.release(true);
+        drop(state);
+        assert_eq!((count(&task), count(&polls)), (1, 0));
+
+        // No operation: wakes go straight to the task.
+        let (driver, task, _, _) = counted_driver();
+        driver.waker.wake_by_ref();
+        assert_eq!(count(&task), 1);
+    }
 
     #[test]
     fn multi_row_inserts_number_their_placeholders_on() {
