@@ -652,6 +652,14 @@ async fn postgres_sends_begin_with_the_first_statement() {
     }
 }
 
+/// A connected pool of one connection to `url`.
+async fn connected_pool_of_one(url: &databases::DatabaseUrl) -> databases::Database {
+    let db = databases::Database::with_options(url, DatabaseOptions::new().min_size(1).max_size(1))
+        .unwrap();
+    db.connect().await.unwrap();
+    db
+}
+
 /// A PostgreSQL statement reaches the server during its operation's first poll: the
 /// operation writes it itself, without waiting for the runtime to run the connection's task.
 /// Here that task cannot run (the test blocks the runtime's only thread), yet the server runs
@@ -667,12 +675,7 @@ fn postgres_an_operation_writes_its_statement_itself() {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let db = databases::Database::with_options(
-                &url,
-                DatabaseOptions::new().min_size(1).max_size(1),
-            )
-            .unwrap();
-            db.connect().await.unwrap();
+            let db = connected_pool_of_one(&url).await;
             let mut conn = db.connection().await.unwrap();
             let pid = conn
                 .fetch_val::<i64>("SELECT pg_backend_pid()", (), 0)
@@ -688,12 +691,7 @@ fn postgres_an_operation_writes_its_statement_itself() {
             let seen = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Runtime::new().unwrap();
                 runtime.block_on(async {
-                    let observer = databases::Database::with_options(
-                        &watcher_url,
-                        DatabaseOptions::new().min_size(1).max_size(1),
-                    )
-                    .unwrap();
-                    observer.connect().await.unwrap();
+                    let observer = connected_pool_of_one(&watcher_url).await;
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
                     while std::time::Instant::now() < deadline {
                         let state = observer
