@@ -27,6 +27,9 @@ TRANSACTIONS = 1_000
 TASKS, PER_TASK, POOL = 32, 100, 10
 ITERATE_MEMORY_ROWS = 1_000_000
 FETCH_ALL_MEMORY_ROWS = 100_000
+# Python work between two calls of the "with work between calls" workload, as a request
+# handler does some: long enough for the threads that waited on the database to fall asleep.
+PAUSE_SECONDS = 50e-6
 REPEAT = 5  # each timed workload runs this often; the best run counts
 # Short workloads run this many times inside one timed run, so that a run lasts long enough
 # (tens of milliseconds) for scheduling noise to matter less.
@@ -352,6 +355,18 @@ async def workloads(impl: typing.Any, timer: Timer) -> None:
             await impl.fetch_one(i)
 
     await timer.run("fetch_one", FETCH_ONE_CALLS, "calls", fetch_one)
+
+    def work() -> None:
+        end = time.perf_counter() + PAUSE_SECONDS
+        while time.perf_counter() < end:
+            pass
+
+    async def fetch_one_paused() -> None:
+        for i in ids:
+            await impl.fetch_one(i)
+            work()
+
+    await timer.run("fetch_one_paused", FETCH_ONE_CALLS, "calls", fetch_one_paused)
 
     if hasattr(impl, "fetch_one_core"):
 

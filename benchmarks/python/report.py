@@ -13,6 +13,7 @@ import time
 
 WORKLOADS = [
     ("fetch_one", "fetch_one by key, raw SQL (2,000 sequential)"),
+    ("fetch_one_paused", "fetch_one by key, 50 us of Python work after each (2,000)"),
     ("fetch_one_core", "fetch_one by key, SQLAlchemy Core (2,000)"),
     ("fetch_all", "fetch_all 10,000 rows x 5 columns"),
     ("iterate", "iterate 10,000 rows"),
