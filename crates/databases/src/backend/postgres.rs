@@ -422,8 +422,9 @@ pub(crate) struct PgConnection {
 /// of a parked runtime thread on every round trip, which costs more than the round trip's
 /// own work. So an operation that has queued a request and waits polls the future once
 /// itself (see [`Flushed`]), which writes the request at once. The future is always polled
-/// with the task's waker, so everything it waits for (the socket, the next request) still
-/// wakes the task; the task also ends the connection when the future has ended.
+/// with a waker that wakes the task ([`TaskWake`]), so everything it waits for (the socket,
+/// the next request) still wakes the task; the task also ends the connection when the
+/// future has ended.
 struct Driver {
     state: std::sync::Mutex<DriverState>,
     /// The waker the connection future is always polled with.
