@@ -505,9 +505,14 @@ impl Driver {
             .poll_connection(&mut Context::from_waker(&self.waker))
     }
 
-    /// Starts holding back the task's wakes: an operation is about to be polled.
-    fn hold(&self) {
+    /// Holds back the task's wakes while an operation is polled, until the returned guard
+    /// is dropped (also when the poll panics).
+    fn hold(&self) -> Hold<'_> {
         self.wake.holding.store(true, Ordering::SeqCst);
+        Hold {
+            driver: self,
+            flush: false,
+        }
     }
 
     /// Ends the hold. When the operation waits (`flush`), it polls the connection future
@@ -530,6 +535,19 @@ impl Driver {
         if self.wake.held.swap(false, Ordering::SeqCst) || (flush && !flushed) {
             self.wake.task.wake();
         }
+    }
+}
+
+/// A hold of [`Driver::hold`]; its drop ends it with [`Driver::release`].
+struct Hold<'a> {
+    driver: &'a Driver,
+    /// The operation waits: poll the connection future.
+    flush: bool,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.driver.release(self.flush);
     }
 }
 
@@ -564,9 +582,9 @@ impl<F: Future> Future for Flushed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        this.driver.hold();
+        let mut hold = this.driver.hold();
         let poll = this.operation.poll(cx);
-        this.driver.release(poll.is_pending());
+        hold.flush = poll.is_pending();
         poll
     }
 }
@@ -1764,35 +1782,49 @@ mod tests {
     fn a_wake_held_back_for_an_operation_is_never_lost() {
         // The operation waits: its poll of the connection does the task's work.
         let (driver, task, polls, _) = counted_driver();
-        driver.hold();
+        let mut hold = driver.hold();
         driver.waker.wake_by_ref();
-        driver.release(true);
+        hold.flush = true;
+        drop(hold);
         assert_eq!((count(&task), count(&polls)), (0, 1));
 
         // The operation finished: it polls nothing, so the held wake goes to the task.
         let (driver, task, polls, _) = counted_driver();
-        driver.hold();
+        let hold = driver.hold();
         driver.waker.wake_by_ref();
-        driver.release(false);
+        drop(hold);
         assert_eq!((count(&task), count(&polls)), (1, 0));
 
         // A wake during the operation's poll of the connection may come after the part
         // of the poll it concerns: delivered.
         let (driver, task, polls, wake_in_poll) = counted_driver();
         wake_in_poll.store(true, Ordering::SeqCst);
-        driver.hold();
-        driver.release(true);
+        driver.hold().flush = true;
         assert_eq!((count(&task), count(&polls)), (1, 1));
 
         // The task is polling the connection (it holds the lock): the operation leaves the
         // work to it, and wakes it so that it polls again.
         let (driver, task, polls, _) = counted_driver();
         let state = driver.lock();
-        driver.hold();
+        let mut hold = driver.hold();
         driver.waker.wake_by_ref();
-        driver.release(true);
+        hold.flush = true;
+        drop(hold);
         drop(state);
         assert_eq!((count(&task), count(&polls)), (1, 0));
+
+        // The operation's poll panics: the hold ends, its wake goes to the task.
+        let (driver, task, _, _) = counted_driver();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _hold = driver.hold();
+            driver.waker.wake_by_ref();
+            panic!("an operation's poll panics");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(count(&task), 1);
+        driver.wake.task.register(&Waker::from(task.clone())); // as the woken task does
+        driver.waker.wake_by_ref();
+        assert_eq!(count(&task), 2, "wakes are no longer held");
 
         // No operation: wakes go straight to the task.
         let (driver, task, _, _) = counted_driver();
