@@ -702,6 +702,20 @@ impl PgConnection {
         Ok(stmt)
     }
 
+    /// Prepares `query` (or takes it from the cache) and sends it with its values, after the
+    /// transaction starts not sent yet; returns its rows, not read yet, and its statement.
+    async fn send_query(
+        &mut self,
+        query: &BoundQuery,
+    ) -> Result<(tokio_postgres::RowStream, Statement)> {
+        let stmt = self.statement(&query.sql).await?;
+        let params = bind_params(&stmt, query)?;
+        let rows = (self.starts)
+            .then(&self.client, self.client.query_raw(&stmt, params.iter()))
+            .await?;
+        Ok((rows, stmt))
+    }
+
     /// Runs one operation: poisons the connection while it is in flight, applies the
     /// command timeout.
     async fn run<T>(&mut self, op: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
@@ -739,11 +753,7 @@ impl PgConnection {
 
     pub(crate) async fn execute(&mut self, query: BoundQuery) -> Result<ExecuteResult> {
         self.run(async move |this| {
-            let stmt = this.statement(&query.sql).await?;
-            let params = bind_params(&stmt, &query)?;
-            let rows = (this.starts)
-                .then(&this.client, this.client.query_raw(&stmt, params.iter()))
-                .await?;
+            let (rows, _) = this.send_query(&query).await?;
             let mut rows = std::pin::pin!(rows);
             let mut returned = Value::Null;
             let mut first = true;
@@ -883,14 +893,9 @@ impl PgConnection {
         limit: Option<usize>,
     ) -> Result<Vec<Record>> {
         self.run(async move |this| {
-            let stmt = this.statement(&query.sql).await?;
-            let params = bind_params(&stmt, &query)?;
-            let columns = columns_of(&stmt);
-            let rows = (this.starts)
-                .then(&this.client, this.client.query_raw(&stmt, params.iter()))
-                .await?;
+            let (rows, stmt) = this.send_query(&query).await?;
             let mut rows = std::pin::pin!(rows);
-            let mut out = Rows::new(columns);
+            let mut out = Rows::new(columns_of(&stmt));
             // Rows past the limit are read and dropped: the connection must end idle.
             while let Some(row) = rows.try_next().await.map_err(map_error)? {
                 if limit.is_none_or(|l| out.len() < l) {
@@ -914,13 +919,8 @@ impl PgConnection {
         let opened = Flushed {
             driver,
             operation: async {
-                let stmt = self.statement(&query.sql).await?;
-                let params = bind_params(&stmt, &query)?;
-                let columns = columns_of(&stmt);
-                let rows = (self.starts)
-                    .then(&self.client, self.client.query_raw(&stmt, params.iter()))
-                    .await?;
-                Ok::<_, Error>((rows, columns))
+                let (rows, stmt) = self.send_query(&query).await?;
+                Ok::<_, Error>((rows, columns_of(&stmt)))
             },
         }
         .await;
