@@ -30,20 +30,15 @@ struct Held {
     releasing: AtomicBool,
     /// Woken when `waiting` or `releasing` change.
     changed: Notify,
-    /// The connection's backend.
+    /// The connection's backend (where its operations are driven: [`drive_here`],
+    /// [`here_now`], [`begin_here`]).
     backend: databases::Backend,
-    /// Its operations are driven from the event loop's thread ([`drive_here`]).
-    here: bool,
-    /// Starting a transaction on it is ([`begin_here`]).
-    begin_here: bool,
 }
 
 impl Held {
     fn new(conn: Connection) -> Self {
         Self {
             backend: conn.backend(),
-            here: drive_here(conn.backend()),
-            begin_here: begin_here(conn.backend()),
             conn: Mutex::new(Some(conn)),
             waiting: AtomicUsize::default(),
             releasing: AtomicBool::default(),
@@ -548,9 +543,10 @@ impl NativeConnection {
         let options = transaction_options(isolation, readonly, deferrable)?;
         Ok(Awaitable::new(
             "NativeConnection.begin",
-            self.target().run_on(self.slot.begin_here, move |c| {
-                Box::pin(async move { c.begin(options).await })
-            }),
+            self.target()
+                .run_on(begin_here(self.slot.backend), move |c| {
+                    Box::pin(async move { c.begin(options).await })
+                }),
         ))
     }
 
@@ -600,7 +596,7 @@ impl NativeConnection {
         slot.release_soon();
         Awaitable::new(
             "NativeConnection.release",
-            run_on(slot.here, async move {
+            run_on(drive_here(slot.backend), async move {
                 let conn = slot.conn.lock().await.take();
                 drop(conn);
                 Ok(())
