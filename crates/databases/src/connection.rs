@@ -1,5 +1,6 @@
 //! [`Connection`]: one pooled connection held by a caller.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -66,7 +67,14 @@ impl std::fmt::Debug for Connection {
 
 /// Runs `op` unless `disconnect` closes the connection first (`op` is then dropped, which
 /// stops its statement as for any abandoned operation).
-async fn guarded<T>(closing: &Closing, op: impl Future<Output = Result<T>>) -> Result<T> {
+///
+/// `op` comes pinned by the caller: taken by value, it was stored twice in this function's
+/// future (as the argument and inside `select!`), which made a `fetch_one` future 17 KB, to
+/// be copied on every call.
+async fn guarded<T>(
+    closing: &Closing,
+    op: std::pin::Pin<&mut impl Future<Output = Result<T>>>,
+) -> Result<T> {
     if closing.is_closed() {
         return Err(closing.error());
     }
@@ -171,25 +179,27 @@ impl Connection {
     /// `RawConnection::begin`).
     pub(crate) async fn start_transaction(&mut self, sql: String) -> Result<()> {
         let closing = self.closing();
-        guarded(&closing, async { self.raw().await?.begin(sql).await }).await
+        guarded(&closing, pin!(async { self.raw().await?.begin(sql).await })).await
     }
 
     /// Starts the transaction at `level` > 1 on this connection (see
     /// `RawConnection::savepoint`).
     pub(crate) async fn savepoint(&mut self, level: u32, sql: String) -> Result<()> {
         let closing = self.closing();
-        guarded(&closing, async {
-            self.raw().await?.savepoint(level, sql).await
-        })
+        guarded(
+            &closing,
+            pin!(async { self.raw().await?.savepoint(level, sql).await }),
+        )
         .await
     }
 
     /// Ends the transaction at `level` on this connection (see `RawConnection::finish`).
     pub(crate) async fn finish(&mut self, level: u32, sql: String) -> Result<()> {
         let closing = self.closing();
-        guarded(&closing, async {
-            self.raw().await?.finish(level, sql).await
-        })
+        guarded(
+            &closing,
+            pin!(async { self.raw().await?.finish(level, sql).await }),
+        )
         .await
     }
 
@@ -265,7 +275,11 @@ impl Connection {
     ) -> Result<ExecuteResult> {
         let query = self.bind(sql, params)?;
         let closing = self.closing();
-        guarded(&closing, async { self.raw().await?.execute(query).await }).await
+        guarded(
+            &closing,
+            pin!(async { self.raw().await?.execute(query).await }),
+        )
+        .await
     }
 
     /// Runs one statement once per parameter set, as a single unit: if one row fails, none of
@@ -286,9 +300,10 @@ impl Connection {
             return Ok(0);
         }
         let closing = self.closing();
-        guarded(&closing, async {
-            self.raw().await?.execute_many(query, rows).await
-        })
+        guarded(
+            &closing,
+            pin!(async { self.raw().await?.execute_many(query, rows).await }),
+        )
         .await
     }
 
@@ -300,9 +315,10 @@ impl Connection {
     ) -> Result<Vec<Record>> {
         let query = self.bind(sql, params)?;
         let closing = self.closing();
-        guarded(&closing, async {
-            self.raw().await?.fetch(query, None).await
-        })
+        guarded(
+            &closing,
+            pin!(async { self.raw().await?.fetch(query, None).await }),
+        )
         .await
     }
 
@@ -315,10 +331,8 @@ impl Connection {
     ) -> Result<Option<Record>> {
         let query = self.bind(sql, params)?;
         let closing = self.closing();
-        let rows = guarded(&closing, async {
-            self.raw().await?.fetch(query, Some(1)).await
-        });
-        Ok(rows.await?.pop())
+        let fetch = pin!(async { self.raw().await?.fetch(query, Some(1)).await });
+        Ok(guarded(&closing, fetch).await?.pop())
     }
 
     /// Runs a query and returns one column of its first row, converted to `T`; `None` when it
@@ -355,10 +369,13 @@ impl Connection {
     ) -> Result<RowStream<'static>> {
         let query = self.bind(sql, params)?;
         let closing = self.closing();
-        let inner = guarded(&closing, async {
-            let keep = Keep::new(AtomicBool::new(false));
-            self.raw().await?.stream(query, keep).await
-        })
+        let inner = guarded(
+            &closing,
+            pin!(async {
+                let keep = Keep::new(AtomicBool::new(false));
+                self.raw().await?.stream(query, keep).await
+            }),
+        )
         .await?;
         Ok(RowStream::owning(guarded_stream(closing, inner), self))
     }

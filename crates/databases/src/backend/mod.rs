@@ -205,16 +205,18 @@ impl Poison {
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) struct InFlight {
     poisoned: std::sync::Arc<Poison>,
-    abandon: Option<Box<dyn FnOnce() + Send>>,
+    abandon: Option<Abandon>,
 }
+
+/// What stops the statement of an abandoned operation on the server (a cancel request, a
+/// `KILL`). Made once per connection: an operation only clones the `Arc`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) type Abandon = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 impl InFlight {
     /// Starts an operation; fails on a connection that an earlier one left poisoned.
-    pub(crate) fn start(
-        poisoned: &std::sync::Arc<Poison>,
-        abandon: impl FnOnce() + Send + 'static,
-    ) -> Result<Self> {
+    pub(crate) fn start(poisoned: &std::sync::Arc<Poison>, abandon: &Abandon) -> Result<Self> {
         if poisoned.set.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::connection_lost(if poisoned.abandoned() {
                 "this connection was abandoned in the middle of an operation (its caller was \
@@ -234,7 +236,7 @@ impl InFlight {
         }
         Ok(Self {
             poisoned: poisoned.clone(),
-            abandon: Some(Box::new(abandon)),
+            abandon: Some(abandon.clone()),
         })
     }
 
@@ -428,26 +430,32 @@ pub(crate) enum Timed {
 /// times. `cancelled` tells the error a cancellation produces: the connection stays usable
 /// only when the one cancel sent produced it (see [`Timed`]).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
+///
+/// `op` comes pinned by the caller: taken by value, it was stored in this function's future
+/// once as the argument and again for each place it is awaited (rustc does not overlap
+/// them), and the whole future copied on every call.
 pub(crate) async fn with_command_timeout<T, C: Future<Output = ()>>(
     limit: Option<std::time::Duration>,
-    op: impl Future<Output = Result<T>>,
+    mut op: std::pin::Pin<&mut impl Future<Output = Result<T>>>,
     mut cancel: impl FnMut() -> C,
     cancelled: impl Fn(&Error) -> bool,
 ) -> (Result<T>, Timed) {
     let Some(limit) = limit else {
         return (op.await, Timed::Clean);
     };
-    let mut op = std::pin::pin!(op);
-    if let Ok(result) = tokio::time::timeout(limit, &mut op).await {
+    if let Ok(result) = tokio::time::timeout(limit, op.as_mut()).await {
         return (result, Timed::Clean);
     }
     let mut pause = std::time::Duration::from_millis(20);
     let mut sent = 0;
     let mut ended = None;
     for _ in 0..8 {
-        cancel().await;
+        // Boxed: a cancel future is large (PostgreSQL's opens a connection, TLS included),
+        // and held inline it made every operation's future as large, to be copied on each
+        // call, though only an operation that times out ever runs one.
+        Box::pin(cancel()).await;
         sent += 1;
-        if let Ok(result) = tokio::time::timeout(pause, &mut op).await {
+        if let Ok(result) = tokio::time::timeout(pause, op.as_mut()).await {
             ended = Some(result);
             break;
         }
@@ -896,15 +904,19 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{InFlight, Poison, Starts, Timed, is_rollback, with_command_timeout};
+    use super::{Abandon, InFlight, Poison, Starts, Timed, is_rollback, with_command_timeout};
     use crate::{Error, ErrorKind, Result};
 
     fn flight(poisoned: &Arc<Poison>, abandoned: &Arc<AtomicUsize>) -> InFlight {
         let abandoned = abandoned.clone();
-        InFlight::start(poisoned, move || {
+        let abandon: Abandon = Arc::new(move || {
             abandoned.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap()
+        });
+        InFlight::start(poisoned, &abandon).unwrap()
+    }
+
+    fn nothing() -> Abandon {
+        Arc::new(|| {})
     }
 
     #[test]
@@ -949,7 +961,7 @@ mod tests {
         assert!(poisoned.is_set());
         // A second operation cannot start meanwhile.
         assert_eq!(
-            InFlight::start(&poisoned, || {}).err().unwrap().kind(),
+            InFlight::start(&poisoned, &nothing()).err().unwrap().kind(),
             ErrorKind::ConnectionLost
         );
         guard.done();
@@ -989,6 +1001,7 @@ mod tests {
             async {}
         };
         let limit = Some(std::time::Duration::from_millis(5));
+        let op = std::pin::pin!(op);
         let (result, how) =
             with_command_timeout(limit, op, cancel, |e| e.code() == Some("57014")).await;
         (result, how, sent.load(Ordering::SeqCst))
@@ -1019,7 +1032,7 @@ mod tests {
         assert!(!poisoned.is_set());
         flight(&poisoned, &abandoned).end_timed(Timed::Unsure, false);
         assert!(poisoned.is_set() && poisoned.gone() && !poisoned.abandoned());
-        let e = InFlight::start(&poisoned, || {}).err().unwrap();
+        let e = InFlight::start(&poisoned, &nothing()).err().unwrap();
         assert!(e.to_string().contains("command_timeout"), "{e}");
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }
@@ -1031,7 +1044,7 @@ mod tests {
         poisoned.set_unsure();
         guard.done();
         assert!(poisoned.is_set() && poisoned.gone() && !poisoned.abandoned());
-        let e = InFlight::start(&poisoned, || {}).err().unwrap();
+        let e = InFlight::start(&poisoned, &nothing()).err().unwrap();
         assert!(e.to_string().contains("unknown state"), "{e}");
     }
 
@@ -1054,7 +1067,7 @@ mod tests {
         flight(&poisoned, &abandoned).end(true);
         // Poisoned for good, not abandoned: the next operation says the session was lost.
         assert!(poisoned.is_set() && !poisoned.abandoned() && poisoned.gone());
-        let e = InFlight::start(&poisoned, || {}).err().unwrap();
+        let e = InFlight::start(&poisoned, &nothing()).err().unwrap();
         assert!(e.to_string().contains("session was lost"), "{e}");
         // Nothing is left to stop on the server.
         assert_eq!(abandoned.load(Ordering::SeqCst), 0);

@@ -175,6 +175,9 @@ pub(crate) struct MyConnection {
     returned: Arc<Mutex<Option<Conn>>>,
     id: u32,
     opts: Opts,
+    /// Kills the session of an abandoned operation, on the runtime the connection was
+    /// opened on.
+    abandon: super::Abandon,
     command_timeout: Option<Duration>,
     pub(super) poisoned: Arc<super::Poison>,
     /// Set while an `iterate` task owns the connection: completes when it gave it back (or
@@ -182,9 +185,6 @@ pub(crate) struct MyConnection {
     streaming: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Tells, without I/O, whether the server closed the connection while it sat idle.
     probe: Option<probe::Socket>,
-    /// The runtime the connection was opened on, where an abandoned operation's `KILL`
-    /// runs.
-    runtime: tokio::runtime::Handle,
     /// Transaction starts not sent yet: they go with the next statement.
     starts: Starts,
 }
@@ -220,7 +220,16 @@ impl MyConnection {
     pub(crate) async fn open(config: &MyConfig) -> Result<Self> {
         let mut conn = connect(&config.opts, config.connect_timeout, &config.target).await?;
         let probe = probe::Socket::find(&mut conn, &config.opts, config.tls).await;
+        let abandon: super::Abandon = {
+            let (runtime, opts, id) = (
+                tokio::runtime::Handle::current(),
+                config.opts.clone(),
+                conn.id(),
+            );
+            Arc::new(move || kill_session(&runtime, opts.clone(), id))
+        };
         Ok(Self {
+            abandon,
             id: conn.id(),
             conn: Some(conn),
             returned: Arc::new(Mutex::new(None)),
@@ -229,7 +238,6 @@ impl MyConnection {
             poisoned: Arc::default(),
             streaming: None,
             probe,
-            runtime: tokio::runtime::Handle::current(),
             starts: Starts::default(),
         })
     }
@@ -265,8 +273,7 @@ impl MyConnection {
     /// If the operation is abandoned, its statement is killed.
     async fn start(&mut self) -> Result<(InFlight, &mut Conn)> {
         self.settle().await;
-        let (opts, id, runtime) = (self.opts.clone(), self.id, self.runtime.clone());
-        let guard = InFlight::start(&self.poisoned, move || kill_session(&runtime, opts, id))?;
+        let guard = InFlight::start(&self.poisoned, &self.abandon)?;
         if self.conn.is_none() {
             self.conn = self
                 .returned
@@ -321,8 +328,10 @@ impl MyConnection {
             }
         };
         // ER_QUERY_INTERRUPTED: what a `KILL QUERY` makes of the statement.
+        // Pinned here, and only referred to below (see `with_command_timeout`).
+        let operation = std::pin::pin!(op(conn));
         let (result, timed) =
-            super::with_command_timeout(limit, op(conn), kill, |e| e.code() == Some("1317")).await;
+            super::with_command_timeout(limit, operation, kill, |e| e.code() == Some("1317")).await;
         guard.end_timed(timed, matches!(&result, Err(e) if ends_connection(e)));
         result
     }

@@ -396,21 +396,64 @@ mod tls {
 /// One PostgreSQL connection.
 pub(crate) struct PgConnection {
     client: Client,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
-    statements: HashMap<String, Statement>,
+    /// What a cancel request needs, made once: building it copies the connection's
+    /// settings, which every operation did twice.
+    canceller: Arc<Canceller>,
+    /// Cancels the statement of an abandoned operation, on the runtime the connection was
+    /// opened on.
+    abandon: super::Abandon,
+    statements: HashMap<String, Prepared>,
     statement_cache: bool,
     command_timeout: Option<Duration>,
     /// Set while an operation is in flight and left set if its future is dropped.
     pub(super) poisoned: Arc<super::Poison>,
-    /// Closed when the task driving the connection has ended.
-    ended: tokio::sync::watch::Receiver<()>,
     /// Transaction and savepoint starts not sent yet, and whether a `BEGIN` failed.
     starts: Starts,
-    /// The runtime the connection was opened on, where an abandoned operation's cancel
-    /// requests run.
-    runtime: tokio::runtime::Handle,
     /// The connection's protocol future, which operations poll too (see [`Driver`]).
     driver: Arc<Driver>,
+}
+
+/// What a cancel request for a connection's statement needs.
+type Canceller = (
+    tokio_postgres::CancelToken,
+    tokio_postgres_rustls::MakeRustlsConnect,
+);
+
+/// What an abandoned operation does on `runtime`: asks the server to cancel its statement.
+///
+/// The server ignores a cancel request that arrives before the statement does (the future
+/// may be dropped while the statement is still on its way), so the request is repeated, with
+/// growing pauses, until the connection has ended (`ended`). The pool discards a poisoned
+/// connection, and its driver ends once the server has answered the abandoned statement, so
+/// the repeats stop as soon as the statement has stopped. No statement runs on a poisoned
+/// connection, so a repeat can only reach the abandoned one.
+fn cancel_abandoned(
+    canceller: Arc<Canceller>,
+    ended: tokio::sync::watch::Receiver<()>,
+    runtime: tokio::runtime::Handle,
+) -> super::Abandon {
+    Arc::new(move || {
+        let (canceller, mut ended) = (canceller.clone(), ended.clone());
+        super::spawn_detached(&runtime, async move {
+            let (token, tls) = &*canceller;
+            let mut pause = Duration::from_millis(20);
+            for _ in 0..ABANDON_CANCELS {
+                let _ = token.cancel_query(tls.clone()).await;
+                if tokio::time::timeout(pause, ended.changed()).await.is_ok() {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        });
+    })
+}
+
+/// A prepared statement and its column names, which every result of it shares (made once,
+/// not for every query).
+#[derive(Clone)]
+struct Prepared {
+    statement: Statement,
+    columns: Arc<Columns>,
 }
 
 /// tokio-postgres's connection future (it owns the socket), shared by the task that drives
@@ -594,10 +637,13 @@ impl Starts {
     /// any. tokio-postgres writes requests in the order they are first polled, so both go
     /// out before either answer is read: starting a transaction or savepoint costs no round
     /// trip of its own.
+    ///
+    /// `send` comes pinned by the caller, so that it is stored once (see
+    /// `with_command_timeout`).
     async fn then<T>(
         &mut self,
         client: &Client,
-        send: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+        send: Pin<&mut impl Future<Output = std::result::Result<T, tokio_postgres::Error>>>,
     ) -> Result<T> {
         let Some(starts) = self.take() else {
             return send.await.map_err(map_error);
@@ -638,16 +684,16 @@ impl PgConnection {
             std::future::poll_fn(|cx| task.poll(cx)).await;
             drop(running);
         });
+        let canceller = Arc::new((client.cancel_token(), tls));
         Ok(Self {
+            abandon: cancel_abandoned(canceller.clone(), ended, tokio::runtime::Handle::current()),
+            canceller,
             client,
-            tls,
-            ended,
             statements: HashMap::new(),
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
             poisoned: Arc::default(),
             starts: Starts::default(),
-            runtime: tokio::runtime::Handle::current(),
             driver,
         })
     }
@@ -657,29 +703,9 @@ impl PgConnection {
     }
 
     /// Marks the start of an operation; fails on a poisoned connection. If the operation is
-    /// abandoned, the server is asked to cancel it.
-    ///
-    /// The server ignores a cancel request that arrives before the statement does (the
-    /// future may be dropped while the statement is still on its way), so the request is
-    /// repeated, with growing pauses, until the connection has ended. The pool discards a
-    /// poisoned connection, and its driver ends once the server has answered the abandoned
-    /// statement, so the repeats stop as soon as the statement has stopped. No statement
-    /// runs on a poisoned connection, so a repeat can only reach the abandoned one.
+    /// abandoned, the server is asked to cancel it (see [`cancel_abandoned`]).
     fn start(&self) -> Result<InFlight> {
-        let (token, tls) = (self.client.cancel_token(), self.tls.clone());
-        let (mut ended, runtime) = (self.ended.clone(), self.runtime.clone());
-        InFlight::start(&self.poisoned, move || {
-            super::spawn_detached(&runtime, async move {
-                let mut pause = Duration::from_millis(20);
-                for _ in 0..ABANDON_CANCELS {
-                    let _ = token.cancel_query(tls.clone()).await;
-                    if tokio::time::timeout(pause, ended.changed()).await.is_ok() {
-                        return;
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-            });
-        })
+        InFlight::start(&self.poisoned, &self.abandon)
     }
 
     /// The prepared statement for `sql`, from the cache or prepared now. A transaction start
@@ -687,33 +713,52 @@ impl PgConnection {
     /// the transaction, as it was when `BEGIN` had a round trip of its own (a pooler in
     /// transaction mode hands the whole transaction one server session).
     async fn statement(&mut self, sql: &str) -> Result<Statement> {
-        if let Some(stmt) = self.statements.get(sql) {
-            return Ok(stmt.clone());
+        Ok(self.prepared(sql).await?.statement)
+    }
+
+    /// [`PgConnection::statement`] with its column names.
+    async fn prepared(&mut self, sql: &str) -> Result<Prepared> {
+        if let Some(prepared) = self.statements.get(sql) {
+            return Ok(prepared.clone());
         }
-        let stmt = (self.starts)
-            .then(&self.client, self.client.prepare(sql))
+        let statement = (self.starts)
+            .then(&self.client, std::pin::pin!(self.client.prepare(sql)))
             .await?;
+        let prepared = Prepared {
+            columns: Arc::new(Columns::new(
+                statement
+                    .columns()
+                    .iter()
+                    .map(|c| c.name().to_owned())
+                    .collect(),
+            )),
+            statement,
+        };
         if self.statement_cache {
             if self.statements.len() >= STATEMENT_CACHE {
                 self.statements.clear();
             }
-            self.statements.insert(sql.to_owned(), stmt.clone());
+            self.statements.insert(sql.to_owned(), prepared.clone());
         }
-        Ok(stmt)
+        Ok(prepared)
     }
 
     /// Prepares `query` (or takes it from the cache) and sends it with its values, after the
-    /// transaction starts not sent yet; returns its rows, not read yet, and its statement.
+    /// transaction starts not sent yet; returns its rows, not read yet, and their column
+    /// names.
     async fn send_query(
         &mut self,
         query: &BoundQuery,
-    ) -> Result<(tokio_postgres::RowStream, Statement)> {
-        let stmt = self.statement(&query.sql).await?;
-        let params = bind_params(&stmt, query)?;
+    ) -> Result<(tokio_postgres::RowStream, Arc<Columns>)> {
+        let Prepared { statement, columns } = self.prepared(&query.sql).await?;
+        let params = bind_params(&statement, query)?;
         let rows = (self.starts)
-            .then(&self.client, self.client.query_raw(&stmt, params.iter()))
+            .then(
+                &self.client,
+                std::pin::pin!(self.client.query_raw(&statement, params.iter())),
+            )
             .await?;
-        Ok((rows, stmt))
+        Ok((rows, columns))
     }
 
     /// Runs one operation: poisons the connection while it is in flight, applies the
@@ -731,18 +776,21 @@ impl PgConnection {
     ) -> Result<T> {
         self.starts.check()?;
         let guard = self.start()?;
-        let (token, tls) = (self.client.cancel_token(), self.tls.clone());
+        let canceller = self.canceller.clone();
         let cancel = || {
-            let (token, tls) = (token.clone(), tls.clone());
+            let canceller = canceller.clone();
             async move {
-                let _ = token.cancel_query(tls).await;
+                let (token, tls) = &*canceller;
+                let _ = token.cancel_query(tls.clone()).await;
             }
         };
         let driver = self.driver.clone();
-        let operation = Flushed {
+        // Pinned here, and only referred to below: a future passed on by value is stored
+        // again in each async function it passes through.
+        let operation = std::pin::pin!(Flushed {
             operation: op(self),
             driver,
-        };
+        });
         let (result, timed) = super::with_command_timeout(limit, operation, cancel, |e| {
             e.code() == Some(SqlState::QUERY_CANCELED.code())
         })
@@ -893,9 +941,9 @@ impl PgConnection {
         limit: Option<usize>,
     ) -> Result<Vec<Record>> {
         self.run(async move |this| {
-            let (rows, stmt) = this.send_query(&query).await?;
+            let (rows, columns) = this.send_query(&query).await?;
             let mut rows = std::pin::pin!(rows);
-            let mut out = Rows::new(columns_of(&stmt));
+            let mut out = Rows::new(columns);
             // Rows past the limit are read and dropped: the connection must end idle.
             while let Some(row) = rows.try_next().await.map_err(map_error)? {
                 if limit.is_none_or(|l| out.len() < l) {
@@ -918,10 +966,7 @@ impl PgConnection {
         let driver = self.driver.clone();
         let opened = Flushed {
             driver,
-            operation: async {
-                let (rows, stmt) = self.send_query(&query).await?;
-                Ok::<_, Error>((rows, columns_of(&stmt)))
-            },
+            operation: async { self.send_query(&query).await },
         }
         .await;
         match opened {
@@ -973,7 +1018,10 @@ impl PgConnection {
         let limit = self.command_timeout.filter(|_| !super::is_rollback(&sql));
         self.run_within(limit, async move |this| {
             (this.starts)
-                .then(&this.client, this.client.batch_execute(&sql))
+                .then(
+                    &this.client,
+                    std::pin::pin!(this.client.batch_execute(&sql)),
+                )
                 .await
         })
         .await
@@ -1032,12 +1080,6 @@ impl futures_core::Stream for PgRows {
             Poll::Pending => Poll::Pending,
         }
     }
-}
-
-fn columns_of(stmt: &Statement) -> Arc<Columns> {
-    Arc::new(Columns::new(
-        stmt.columns().iter().map(|c| c.name().to_owned()).collect(),
-    ))
 }
 
 fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgParam<'q>>> {
