@@ -28,7 +28,7 @@ pub(crate) struct PoolConn {
     pub(crate) pending_rollback: Option<String>,
     /// Queries already rewritten for this connection's dialect: SQL with native placeholders
     /// and the parameter name of each.
-    pub(crate) rewrites: std::collections::HashMap<Box<str>, RewrittenQuery>,
+    pub(crate) rewrites: crate::SqlMap<RewrittenQuery>,
 }
 
 /// Opens connections for the pool and decides which ones may go back into it.
@@ -46,7 +46,7 @@ impl bb8::ManageConnection for Manager {
             depth: 0,
             broken: false,
             pending_rollback: None,
-            rewrites: std::collections::HashMap::new(),
+            rewrites: crate::SqlMap::default(),
         })
     }
 

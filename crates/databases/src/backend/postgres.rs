@@ -22,7 +22,6 @@
 //! runs before the connection's next statement; a connection returned to the pool with one
 //! pending is closed instead, which ends the transaction on the server.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
@@ -402,7 +401,7 @@ pub(crate) struct PgConnection {
     /// Cancels the statement of an abandoned operation, on the runtime the connection was
     /// opened on.
     abandon: super::Abandon,
-    statements: HashMap<String, Prepared>,
+    statements: crate::SqlMap<Prepared>,
     statement_cache: bool,
     command_timeout: Option<Duration>,
     /// Set while an operation is in flight and left set if its future is dropped.
@@ -689,7 +688,7 @@ impl PgConnection {
             abandon: cancel_abandoned(canceller.clone(), ended, tokio::runtime::Handle::current()),
             canceller,
             client,
-            statements: HashMap::new(),
+            statements: crate::SqlMap::default(),
             statement_cache: config.statement_cache,
             command_timeout: config.command_timeout,
             poisoned: Arc::default(),
@@ -738,7 +737,7 @@ impl PgConnection {
             if self.statements.len() >= STATEMENT_CACHE {
                 self.statements.clear();
             }
-            self.statements.insert(sql.to_owned(), prepared.clone());
+            self.statements.insert(sql.into(), prepared.clone());
         }
         Ok(prepared)
     }

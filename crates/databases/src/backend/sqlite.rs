@@ -494,7 +494,7 @@ struct Inline {
     /// checkpoint the WAL, which is disk work).
     conn: std::sync::Weak<Mutex<rusqlite::Connection>>,
     /// Reads that ran out of their inline budget, with how many more runs skip the attempt.
-    slow_reads: std::collections::HashMap<Box<str>, u16>,
+    slow_reads: crate::SqlMap<u16>,
 }
 
 /// Marks the connection dead when the thread ends, even by a panic.
@@ -600,7 +600,7 @@ impl SqliteConnection {
             begin: config.begin.clone(),
             inline: Box::new(Inline {
                 conn,
-                slow_reads: std::collections::HashMap::new(),
+                slow_reads: crate::SqlMap::default(),
             }),
         })
     }
@@ -1156,7 +1156,7 @@ fn bind_value(
 /// per SQL text, and checked against the statement (a schema change can alter them).
 fn columns_of(stmt: &rusqlite::Statement<'_>, sql: &str) -> Arc<Columns> {
     thread_local! {
-        static CACHE: std::cell::RefCell<std::collections::HashMap<Box<str>, Arc<Columns>>> =
+        static CACHE: std::cell::RefCell<crate::SqlMap<Arc<Columns>>> =
             std::cell::RefCell::default();
     }
     CACHE.with_borrow_mut(|cache| {
