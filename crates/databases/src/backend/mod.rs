@@ -429,11 +429,11 @@ pub(crate) enum Timed {
 /// while the operation goes on it is repeated, with growing pauses, a bounded number of
 /// times. `cancelled` tells the error a cancellation produces: the connection stays usable
 /// only when the one cancel sent produced it (see [`Timed`]).
-#[cfg(any(feature = "postgres", feature = "mysql"))]
 ///
 /// `op` comes pinned by the caller: taken by value, it was stored in this function's future
 /// once as the argument and again for each place it is awaited (rustc does not overlap
 /// them), and the whole future copied on every call.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn with_command_timeout<T, C: Future<Output = ()>>(
     limit: Option<std::time::Duration>,
     mut op: std::pin::Pin<&mut impl Future<Output = Result<T>>>,
@@ -450,9 +450,9 @@ pub(crate) async fn with_command_timeout<T, C: Future<Output = ()>>(
     let mut sent = 0;
     let mut ended = None;
     for _ in 0..8 {
-        // Boxed: a cancel future is large (PostgreSQL's opens a connection, TLS included),
-        // and held inline it made every operation's future as large, to be copied on each
-        // call, though only an operation that times out ever runs one.
+        // Boxed: a cancel future is large (PostgreSQL's opens a connection, TLS included);
+        // held inline it added 1.8 KB to every operation's future (a `fetch_one`: 4.7 KB
+        // instead of 2.9), though only an operation that times out ever runs one.
         Box::pin(cancel()).await;
         sent += 1;
         if let Ok(result) = tokio::time::timeout(pause, op.as_mut()).await {

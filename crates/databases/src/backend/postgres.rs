@@ -395,8 +395,8 @@ mod tls {
 /// One PostgreSQL connection.
 pub(crate) struct PgConnection {
     client: Client,
-    /// What a cancel request needs, made once: building it copies the connection's
-    /// settings, which every operation did twice.
+    /// What a cancel request needs, made once per connection (building it copies the
+    /// connection's settings).
     canceller: Arc<Canceller>,
     /// Cancels the statement of an abandoned operation, on the runtime the connection was
     /// opened on.
