@@ -462,3 +462,25 @@ impl Connection {
         tx.run(f).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// An operation's future is built and moved on every call. Passed by value through the
+    /// layers that wrap it, an inner future was stored again at each of them: a `fetch_one`
+    /// future (every backend built in) took 17 KB.
+    #[test]
+    fn operation_futures_stay_small() {
+        let db = crate::Database::new("sqlite://").unwrap();
+        let fetch_one = db.fetch_one("SELECT 1", ());
+        let execute = db.execute("SELECT 1", ());
+        let fetch_all = db.fetch_all("SELECT 1", ());
+        for (what, size) in [
+            ("fetch_one", std::mem::size_of_val(&fetch_one)),
+            ("execute", std::mem::size_of_val(&execute)),
+            ("fetch_all", std::mem::size_of_val(&fetch_all)),
+        ] {
+            // 2.9 KB with every backend built in.
+            assert!(size <= 4 * 1024, "a {what} future takes {size} bytes");
+        }
+    }
+}
