@@ -300,6 +300,31 @@ async def test_records_are_not_tracked_by_the_cyclic_gc(database_url: str, table
 
 
 @pytest.mark.asyncio
+async def test_records_release_their_values_and_outlive_their_list(
+    database_url: str, tables: None
+) -> None:
+    """Records of one result share their converted values' storage: a record kept alone
+    still reads its own row once the list is gone, and the values are released with the
+    last record that holds them."""
+    import sys
+
+    async with Database(database_url) as database:
+        await database.execute_many(
+            "INSERT INTO notes (id, text, completed) VALUES (:id, :text, :completed)",
+            [{"id": i, "text": f"note {i}", "completed": i % 2 == 0} for i in range(1, 601)],
+        )
+        rows = await database.fetch_all("SELECT id, text FROM notes ORDER BY id")
+        text = rows[300]["text"]
+        assert rows[300]["text"] is text  # converted once, then kept
+        held = sys.getrefcount(text)
+        kept = rows[599]
+        del rows
+        assert sys.getrefcount(text) == held - 1
+        assert (kept["id"], kept["text"], len(kept)) == (600, "note 600", 2)
+        assert text == "note 301"
+
+
+@pytest.mark.asyncio
 async def test_a_sqlite_file_shared_with_pythons_sqlite3(tmp_path: typing.Any) -> None:
     """The pattern of upstream's own suite: a synchronous SQLAlchemy engine (Python's
     ``sqlite3``, which keeps its connection open in its pool) creates and drops the tables

@@ -1,6 +1,9 @@
 //! `Record`: one result row, read by column name, position or SQLAlchemy column.
 
-use std::sync::{Arc, OnceLock};
+use std::mem::ManuallyDrop;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use chrono::Timelike;
 use databases::Columns;
@@ -37,12 +40,107 @@ pub(crate) struct Meta {
 /// costs its Rust values until read, and a field never read is never converted.
 #[pyclass(frozen, mapping, module = "databases", name = "Record")]
 pub(crate) struct Record {
-    raw: databases::Record,
-    /// The converted values, shared by the records of one list: this record's are
-    /// `cache[at..at + len]`, and no other record reads or shows the GC those.
-    cache: Arc<[OnceLock<Py<PyAny>>]>,
-    at: usize,
+    /// The rows this record was made with, which hold its values.
+    chunk: Arc<Chunk>,
+    /// This record's row in `chunk`.
+    row: usize,
+}
+
+/// Up to [`CACHE_ROWS`] records of one result, which share one reference count: the core
+/// records, what the rows share, and the converted values.
+struct Chunk {
+    rows: Vec<databases::Record>,
     meta: Arc<Meta>,
+    /// The converted values, `width` per row: a record's are
+    /// `cache[row * width..(row + 1) * width]`, and no other record reads or shows the GC
+    /// those.
+    cache: Box<[Slot]>,
+    width: usize,
+}
+
+/// A converted value: empty until the field is first read, then set once and read with one
+/// atomic load. (`OnceLock::set` goes through std's `Once`, 3% of a Python `fetch_all`
+/// loop that reads one field of each row; this takes one compare-and-swap.)
+struct Slot(AtomicPtr<pyo3::ffi::PyObject>);
+
+#[allow(
+    unsafe_code,
+    reason = "a slot owns a reference to a Python object through a raw pointer"
+)]
+impl Slot {
+    const fn new() -> Self {
+        Self(AtomicPtr::new(ptr::null_mut()))
+    }
+
+    /// A held pointer (or null) as the `Py` it owns, without giving up that reference.
+    ///
+    /// # Safety
+    /// `p` is null or a strong reference owned by a slot.
+    unsafe fn owned(p: *mut pyo3::ffi::PyObject) -> ManuallyDrop<Option<Py<PyAny>>> {
+        // `Py<T>` is `repr(transparent)` over a `NonNull<PyObject>`, so `Option<Py<_>>` is a
+        // nullable pointer.
+        ManuallyDrop::new(ptr::NonNull::new(p).map(|p| {
+            // SAFETY: `p` is a live object (the caller's contract).
+            unsafe { std::mem::transmute::<ptr::NonNull<pyo3::ffi::PyObject>, Py<PyAny>>(p) }
+        }))
+    }
+
+    /// The value, if set.
+    fn get<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer here is a reference this slot owns until it is dropped.
+        (!p.is_null()).then(|| unsafe { Bound::from_borrowed_ptr(py, p) })
+    }
+
+    /// Keeps `value` unless a value is already set; gives the value kept, and whether it is
+    /// `value`.
+    fn set<'py>(&self, value: Bound<'py, PyAny>) -> (Bound<'py, PyAny>, bool) {
+        let py = value.py();
+        let p = value.clone().into_ptr();
+        match self
+            .0
+            .compare_exchange(ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => (value, true),
+            Err(held) => {
+                // SAFETY: `p` is the reference made above, which the slot did not take;
+                // `held` is one the slot owns.
+                drop(unsafe { Bound::from_owned_ptr(py, p) });
+                (unsafe { Bound::from_borrowed_ptr(py, held) }, false)
+            }
+        }
+    }
+
+    /// Shows the GC the value, if set.
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // SAFETY: what the slot holds is null or a reference it owns; it is lent, not dropped.
+        let held = unsafe { Self::owned(self.0.load(Ordering::Acquire)) };
+        visit.call(held.as_ref())
+    }
+}
+
+#[allow(unsafe_code, reason = "gives up the reference a slot owns")]
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // SAFETY: null or a reference this slot owns, given up once here (`Py`'s drop
+        // releases it, or queues the release when the interpreter is not attached).
+        drop(ManuallyDrop::into_inner(unsafe {
+            Self::owned(*self.0.get_mut())
+        }));
+    }
+}
+
+impl Chunk {
+    fn new(rows: Vec<databases::Record>, meta: Arc<Meta>) -> Arc<Self> {
+        let width = rows.first().map_or(0, databases::Record::len);
+        let cache = (0..rows.len() * width).map(|_| Slot::new()).collect();
+        Arc::new(Self {
+            rows,
+            meta,
+            cache,
+            width,
+        })
+    }
 }
 
 /// How a compiled query's results are processed: one result processor (or `None`) per
@@ -67,8 +165,7 @@ impl<'py> Spec<'py> {
     }
 }
 
-/// Rows per block of conversion slots in a list of records (the core's blocks hold 256 rows
-/// too).
+/// Records per [`Chunk`] in a list of records (the core's blocks hold 256 rows too).
 const CACHE_ROWS: usize = 256;
 
 /// Builds the Python records of a result in one pass.
@@ -128,24 +225,16 @@ impl<'py> Builder<'py> {
 
     /// Wraps one core record; its values are converted when read.
     pub(crate) fn record(&mut self, record: databases::Record) -> PyResult<Bound<'py, Record>> {
-        let cache = (0..record.len()).map(|_| OnceLock::new()).collect();
-        self.wrap(record, &cache, 0)
+        let meta = self.meta_for(record.column_list())?;
+        self.wrap(&Chunk::new(vec![record], meta), 0)
     }
 
-    fn wrap(
-        &mut self,
-        raw: databases::Record,
-        cache: &Arc<[OnceLock<Py<PyAny>>]>,
-        at: usize,
-    ) -> PyResult<Bound<'py, Record>> {
-        let meta = self.meta_for(raw.column_list())?;
+    fn wrap(&self, chunk: &Arc<Chunk>, row: usize) -> PyResult<Bound<'py, Record>> {
         let record = Bound::new(
             self.py,
             Record {
-                raw,
-                cache: cache.clone(),
-                at,
-                meta,
+                chunk: chunk.clone(),
+                row,
             },
         )?;
         // PyO3 makes every class a GC type, tracked by the cyclic GC. A new record holds no
@@ -162,24 +251,30 @@ impl<'py> Builder<'py> {
         Ok(record)
     }
 
-    /// Converts all the records of a result into a list. Their converted values share
-    /// blocks of [`CACHE_ROWS`] rows, as their core values do: one allocation per block, not
-    /// per row, and a record kept alone keeps at most its block's converted values.
+    /// Converts all the records of a result into a list. They are wrapped in chunks of up to
+    /// [`CACHE_ROWS`] rows that share one reference count and one allocation for their
+    /// converted values (a record kept alone keeps its chunk's rows alive, as a core record
+    /// keeps its block's).
     pub(crate) fn list(&mut self, records: Vec<databases::Record>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(self.py);
+        let mut out = Vec::with_capacity(records.len());
         let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let block: Vec<databases::Record> = records.by_ref().take(CACHE_ROWS).collect();
-            let slots = block.iter().map(databases::Record::len).sum();
-            let cache: Arc<[OnceLock<Py<PyAny>>]> = (0..slots).map(|_| OnceLock::new()).collect();
-            let mut at = 0;
-            for r in block {
-                let width = r.len();
-                list.append(self.wrap(r, &cache, at)?)?;
-                at += width;
+        while let Some(first) = records.next() {
+            let columns = first.column_list().clone();
+            let mut rows = Vec::with_capacity(CACHE_ROWS.min(records.len() + 1));
+            rows.push(first);
+            // Records of one result share their columns; a list that mixes results is
+            // wrapped a run of the same columns at a time.
+            while rows.len() < CACHE_ROWS
+                && let Some(next) = records.next_if(|r| Arc::ptr_eq(r.column_list(), &columns))
+            {
+                rows.push(next);
+            }
+            let chunk = Chunk::new(rows, self.meta_for(&columns)?);
+            for row in 0..chunk.rows.len() {
+                out.push(self.wrap(&chunk, row)?);
             }
         }
-        Ok(list)
+        PyList::new(self.py, out)
     }
 }
 
@@ -188,22 +283,23 @@ impl Record {
     fn value<'py>(slf: &Bound<'py, Self>, i: usize) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
+        let chunk = &*this.chunk;
         // The shared cache holds other records' values past this one's.
-        if i >= this.raw.len() {
+        if i >= chunk.width {
             return Err(PyIndexError::new_err(format!(
                 "record index {i} out of range"
             )));
         }
-        let slot = &this.cache[this.at + i];
-        if let Some(cached) = slot.get() {
-            return Ok(cached.bind(py).clone());
+        let slot = &chunk.cache[this.row * chunk.width + i];
+        if let Some(cached) = slot.get(py) {
+            return Ok(cached);
         }
         // Converted without holding a lock (`PyOnceLock::get_or_try_init` would let go of the
         // interpreter and take it back around every conversion, so that Python code in a
         // result processor never waits on a lock another thread holds): two threads reading
         // the same new field both convert it, and the first one stored wins.
-        let v = match this.raw.values()[i] {
-            databases::Value::Time(t) if this.meta.time_as_delta => convert::to_py(
+        let v = match chunk.rows[this.row].values()[i] {
+            databases::Value::Time(t) if chunk.meta.time_as_delta => convert::to_py(
                 py,
                 &databases::Value::Interval {
                     months: 0,
@@ -214,22 +310,20 @@ impl Record {
             )?,
             ref other => convert::to_py(py, other)?,
         };
-        let v = match this.meta.processors.get(i) {
+        let v = match chunk.meta.processors.get(i) {
             Some(Some(process)) if !v.is_none() => process.bind(py).call1((v,))?,
             _ => v,
         };
-        Ok(match slot.set(v.clone().unbind()) {
-            Ok(()) => {
-                track_if_needed(slf, &v);
-                v
-            }
-            Err(_) => slot.get().map_or(v, |first| first.bind(py).clone()),
-        })
+        let (v, stored) = slot.set(v);
+        if stored {
+            track_if_needed(slf, &v);
+        }
+        Ok(v)
     }
 
     /// Every value, in column order.
     fn tuple<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let values = (0..slf.get().raw.len())
+        let values = (0..slf.get().chunk.width)
             .map(|i| Self::value(slf, i))
             .collect::<PyResult<Vec<_>>>()?;
         PyTuple::new(slf.py(), values)
@@ -238,11 +332,11 @@ impl Record {
     /// The position of the column `key` names, if any.
     fn position(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
         if key.is_instance_of::<PyString>() {
-            if let Some(i) = self.meta.index.bind(py).get_item(key)? {
+            if let Some(i) = self.chunk.meta.index.bind(py).get_item(key)? {
                 return Ok(Some(i.extract()?));
             }
         } else if let Ok(i) = key.cast::<PyInt>() {
-            let len = self.meta.keys.bind(py).len();
+            let len = self.chunk.meta.keys.bind(py).len();
             let Ok(i) = i.extract::<i64>() else {
                 return Ok(None);
             };
@@ -253,7 +347,7 @@ impl Record {
             };
             return Ok(i.and_then(|i| usize::try_from(i).ok()).filter(|&i| i < len));
         }
-        if let Some(extra) = &self.meta.extra {
+        if let Some(extra) = &self.chunk.meta.extra {
             let extra = extra.bind(py);
             if let Ok(Some(i)) = extra.get_item(key) {
                 return Ok(Some(i.extract()?));
@@ -266,7 +360,7 @@ impl Record {
     }
 
     fn pairs<'py>(slf: &Bound<'py, Self>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-        let keys = slf.get().meta.keys.bind(slf.py());
+        let keys = slf.get().chunk.meta.keys.bind(slf.py());
         let values = Self::tuple(slf)?;
         Ok(keys.iter().zip(values.iter()).collect())
     }
@@ -297,10 +391,9 @@ impl Record {
     /// Shows the GC the values this record has converted and keeps (only those: the rest of
     /// its block belongs to other records). Called only once the record is tracked.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for slot in &self.cache[self.at..self.at + self.raw.len()] {
-            if let Some(value) = slot.get() {
-                visit.call(value)?;
-            }
+        let width = self.chunk.width;
+        for slot in &self.chunk.cache[self.row * width..(self.row + 1) * width] {
+            slot.visit(&visit)?;
         }
         Ok(())
     }
@@ -317,7 +410,7 @@ impl Record {
             Some(i) => Self::value(slf, i),
             None if key.is_instance_of::<PyInt>() => Err(PyIndexError::new_err(format!(
                 "record index {key} out of range: the record has {} column(s)",
-                this.meta.keys.bind(py).len()
+                this.chunk.meta.keys.bind(py).len()
             ))),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
@@ -328,11 +421,12 @@ impl Record {
         name: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (py, this) = (slf.py(), slf.get());
-        match this.meta.index.bind(py).get_item(name)? {
+        match this.chunk.meta.index.bind(py).get_item(name)? {
             Some(i) => Self::value(slf, i.extract()?),
             None => Err(PyAttributeError::new_err(format!(
                 "the record has no column '{name}' (its columns: {})",
-                this.meta
+                this.chunk
+                    .meta
                     .keys
                     .bind(py)
                     .iter()
@@ -344,11 +438,18 @@ impl Record {
     }
 
     fn __len__(&self) -> usize {
-        self.raw.len()
+        self.chunk.width
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.meta.keys.bind(py).as_any().try_iter()?.into_any())
+        Ok(self
+            .chunk
+            .meta
+            .keys
+            .bind(py)
+            .as_any()
+            .try_iter()?
+            .into_any())
     }
 
     /// The values in reverse column order: what `reversed()` gives on upstream's record, a
@@ -363,12 +464,12 @@ impl Record {
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(key.is_instance_of::<PyString>() && self.meta.index.bind(py).contains(key)?)
+        Ok(key.is_instance_of::<PyString>() && self.chunk.meta.index.bind(py).contains(key)?)
     }
 
     /// The column names, in order.
     fn keys<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
-        self.meta.keys.bind(py).clone()
+        self.chunk.meta.keys.bind(py).clone()
     }
 
     /// The values, in column order.
@@ -430,12 +531,12 @@ impl Record {
     fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
         let py = slf.py();
         if let Ok(other) = other.cast::<Record>() {
-            return Ok(slf
+            return Ok(slf.get().chunk.meta.keys.bind(py).eq(other
                 .get()
+                .chunk
                 .meta
                 .keys
-                .bind(py)
-                .eq(other.get().meta.keys.bind(py))?
+                .bind(py))?
                 && Self::tuple(slf)?.eq(Self::tuple(other)?)?);
         }
         if let Ok(other) = other.cast::<PyDict>() {
