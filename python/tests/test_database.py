@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import typing
 
@@ -322,6 +323,42 @@ async def test_records_release_their_values_and_outlive_their_list(
         assert sys.getrefcount(text) == held - 1
         assert (kept["id"], kept["text"], len(kept)) == (600, "note 600", 2)
         assert text == "note 301"
+
+
+@pytest.mark.asyncio
+async def test_large_results_read_again_and_cancelled(database_url: str, tables: None) -> None:
+    """A query whose result was large is read differently the next time on PostgreSQL
+    (started on the loop's thread, finished by a runtime task): the rows are the same,
+    inside a transaction too, and a read cut off at any point leaves the connection
+    usable."""
+    import asyncio
+
+    rows = [{"id": i, "text": f"note {i}", "completed": i % 3 == 0} for i in range(1, 3001)]
+    query = "SELECT id, text, completed FROM notes ORDER BY id"
+    expected = [(r["id"], r["text"], r["completed"]) for r in rows]
+    async with Database(database_url, min_size=1, max_size=1) as database:
+        await database.execute_many(
+            "INSERT INTO notes (id, text, completed) VALUES (:id, :text, :completed)", rows
+        )
+        for _ in range(3):
+            got = await database.fetch_all(query)
+            assert [(r["id"], r["text"], r["completed"]) for r in got] == expected
+        for timeout in [0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005]:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(database.fetch_all(query), timeout)
+            assert await asyncio.wait_for(database.fetch_val("SELECT 1"), 10) == 1
+        async with database.transaction(force_rollback=True):
+            await database.execute("DELETE FROM notes WHERE id > 2000")
+            got = await database.fetch_all(query)
+            assert [(r["id"], r["text"], r["completed"]) for r in got] == expected[:2000]
+            async with database.connection() as connection:
+                assert len(await connection.fetch_all(query)) == 2000
+        assert len(await database.fetch_all(query)) == 3000
+        # The query's result is small now, and read as a small one again.
+        await database.execute("DELETE FROM notes WHERE id > 10")
+        for _ in range(2):
+            got = await database.fetch_all(query)
+            assert [(r["id"], r["text"], r["completed"]) for r in got] == expected[:10]
 
 
 @pytest.mark.asyncio
