@@ -48,6 +48,39 @@ pub(crate) fn convert_values<T>(
 /// For `INSERT ... VALUES (?, ?)` (nothing after the tuple but blanks or `;`), the text up to
 /// and including `VALUES ` and the tuple `(?, ?)`: `execute_many` sends such a statement with
 /// many tuples. `None` for anything else, and for a tuple holding quoted text (kept simple).
+/// The shared column names for a result of `sql`, taken from `cache` (one per thread, see
+/// the callers) when the names there are still `names` (a schema change can alter them), and
+/// made and kept otherwise. A query run again then hands out the same `Arc<Columns>`, so
+/// the records of its results share one set of names and the Python layer one column map
+/// (it recognises the `Arc`), without copying each name for every query.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+fn shared_columns<N: AsRef<str>>(
+    cache: &mut crate::SqlMap<std::sync::Arc<crate::record::Columns>>,
+    sql: &str,
+    names: impl ExactSizeIterator<Item = N> + Clone,
+) -> std::sync::Arc<crate::record::Columns> {
+    /// The most queries kept per thread; past that the cache starts again.
+    const LIMIT: usize = 256;
+    if let Some(columns) = cache.get(sql)
+        && columns.len() == names.len()
+        && columns
+            .names()
+            .iter()
+            .zip(names.clone())
+            .all(|(a, b)| a == b.as_ref())
+    {
+        return columns.clone();
+    }
+    let columns = std::sync::Arc::new(crate::record::Columns::new(
+        names.map(|n| n.as_ref().to_owned()).collect(),
+    ));
+    if cache.len() >= LIMIT {
+        cache.clear();
+    }
+    cache.insert(sql.into(), columns.clone());
+    columns
+}
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn split_values_clause(sql: &str) -> Option<(&str, &str)> {
     let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
@@ -1116,5 +1149,31 @@ mod tests {
         starts.before_control("ROLLBACK");
         assert!(!starts.failed);
         starts.push(1, "BEGIN".into()).unwrap();
+    }
+}
+
+#[cfg(all(test, any(feature = "sqlite", feature = "mysql")))]
+mod column_tests {
+    #[test]
+    fn a_query_run_again_shares_its_columns_until_they_change() {
+        use std::sync::Arc;
+        let mut cache = crate::SqlMap::default();
+        let first = super::shared_columns(&mut cache, "SELECT a, b FROM t", ["a", "b"].iter());
+        let again = super::shared_columns(&mut cache, "SELECT a, b FROM t", ["a", "b"].iter());
+        assert!(Arc::ptr_eq(&first, &again));
+        // Another query with the same names has its own.
+        let other = super::shared_columns(&mut cache, "SELECT a, b FROM u", ["a", "b"].iter());
+        assert!(!Arc::ptr_eq(&first, &other));
+        // The table changed under the same SQL (`SELECT *`): new names, a new set.
+        let renamed = super::shared_columns(&mut cache, "SELECT a, b FROM t", ["a", "c"].iter());
+        assert_eq!(renamed.names(), ["a", "c"]);
+        let widened =
+            super::shared_columns(&mut cache, "SELECT a, b FROM t", ["a", "c", "d"].iter());
+        assert_eq!(widened.names(), ["a", "c", "d"]);
+        // Bounded: past 256 queries the cache starts again.
+        for i in 0..300 {
+            super::shared_columns(&mut cache, &format!("SELECT {i}"), ["x"].iter());
+        }
+        assert!(cache.len() <= 256);
     }
 }

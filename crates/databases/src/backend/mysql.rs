@@ -452,7 +452,7 @@ impl MyConnection {
         self.run(async move |conn| {
             let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
             let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-            let columns = columns_of(&meta);
+            let columns = columns_of(&sql, &meta);
             let mut out = Rows::new(columns);
             // Rows past the limit are read and dropped: the connection must end idle.
             while let Some(row) = result.next().await.map_err(map_error)? {
@@ -490,7 +490,7 @@ impl MyConnection {
             let produce = async {
                 let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
                 let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-                let columns = columns_of(&meta);
+                let columns = columns_of(&sql, &meta);
                 let mut chunk = Rows::new(columns);
                 while let Some(row) = result.next().await.map_err(map_error)? {
                     chunk.push(|values| decode_row(row.unwrap(), &meta, values))?;
@@ -723,10 +723,15 @@ fn with_row(e: Error, row: usize) -> Error {
     Error::new(e.kind(), message).with_source(e)
 }
 
-fn columns_of(meta: &[Column]) -> Arc<Columns> {
-    Arc::new(Columns::new(
-        meta.iter().map(|c| c.name_str().into_owned()).collect(),
-    ))
+/// The column names of a result of `sql`, shared by its results (see `shared_columns`).
+fn columns_of(sql: &str, meta: &[Column]) -> Arc<Columns> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<crate::SqlMap<Arc<Columns>>> =
+            std::cell::RefCell::default();
+    }
+    CACHE.with_borrow_mut(|cache| {
+        super::shared_columns(cache, sql, meta.iter().map(Column::name_str))
+    })
 }
 
 /// Appends the decoded `values` of a row to `out`.

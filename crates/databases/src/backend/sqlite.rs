@@ -1152,33 +1152,15 @@ fn bind_value(
     stmt.raw_bind_parameter(i + 1, value).map_err(map_error)
 }
 
-/// The column names of a statement, shared by its results. Cached on the connection thread
-/// per SQL text, and checked against the statement (a schema change can alter them).
+/// The column names of a statement, shared by its results (see `shared_columns`).
 fn columns_of(stmt: &rusqlite::Statement<'_>, sql: &str) -> Arc<Columns> {
     thread_local! {
         static CACHE: std::cell::RefCell<crate::SqlMap<Arc<Columns>>> =
             std::cell::RefCell::default();
     }
-    CACHE.with_borrow_mut(|cache| {
-        if let Some(columns) = cache.get(sql)
-            && columns.len() == stmt.column_count()
-            && columns
-                .names()
-                .iter()
-                .zip(stmt.column_names())
-                .all(|(a, b)| a == b)
-        {
-            return columns.clone();
-        }
-        let columns = Arc::new(Columns::new(
-            stmt.column_names().map(str::to_owned).collect(),
-        ));
-        if cache.len() >= STATEMENT_CACHE {
-            cache.clear();
-        }
-        cache.insert(sql.into(), columns.clone());
-        columns
-    })
+    // Every index below the count has a name.
+    let names = (0..stmt.column_count()).map(|i| stmt.column_name(i).unwrap_or_default());
+    CACHE.with_borrow_mut(|cache| super::shared_columns(cache, sql, names))
 }
 
 /// Runs a statement to its end; the first column of its first row (for `RETURNING`) is kept.
