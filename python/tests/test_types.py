@@ -283,6 +283,32 @@ held_metadata, held = _one_column_table("held_values", Held())
 
 
 @pytest.mark.asyncio
+async def test_column_maps_are_reused_per_query_and_processors_follow_the_query(
+    database_url: str, create_tables: typing.Callable[[sqlalchemy.MetaData], None]
+) -> None:
+    """Records of a query run again reuse its column map. A raw query with the same SQL
+    text as a compiled one shares its columns in the core, but not its map: only the
+    compiled query's records apply its result processors."""
+    create_tables(held_metadata)
+    async with Database(database_url) as database:
+        await database.execute(held.insert().values(id=1, a="x"))
+        compiled = held.select().order_by(held.c.id)
+        assert database._compiler is not None
+        sql = database._compiler.compile(compiled)[0]
+        first, again = [await database.fetch_all(sql) for _ in range(2)]
+        assert first[0].keys() is again[0].keys() == ("id", "a")
+        for _ in range(2):
+            core = await database.fetch_one(compiled)
+            raw = await database.fetch_one(sql)
+            assert core is not None and raw is not None
+            assert isinstance(core["a"], Holder) and core["a"].value == "x"
+            assert raw["a"] == "x"
+            assert core[held.c.a] is core["a"]
+            with pytest.raises(KeyError):
+                raw[held.c.a]
+
+
+@pytest.mark.asyncio
 async def test_a_cycle_through_a_record_is_collected(
     database_url: str, create_tables: typing.Callable[[sqlalchemy.MetaData], None]
 ) -> None:

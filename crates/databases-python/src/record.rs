@@ -148,6 +148,8 @@ impl Chunk {
 pub(crate) struct Spec<'py> {
     processors: Option<Bound<'py, PyTuple>>,
     extra: Option<Bound<'py, PyDict>>,
+    /// The spec itself: a compiled query's is one object for all its calls.
+    object: Option<Bound<'py, PyAny>>,
 }
 
 impl<'py> Spec<'py> {
@@ -157,12 +159,40 @@ impl<'py> Spec<'py> {
             return Ok(Self {
                 processors: None,
                 extra: None,
+                object: None,
             });
         };
         let (processors, extra): (Option<Bound<'py, PyTuple>>, Option<Bound<'py, PyDict>>) =
             spec.extract()?;
-        Ok(Self { processors, extra })
+        Ok(Self {
+            processors,
+            extra,
+            object: Some(spec.clone()),
+        })
     }
+}
+
+/// How many column maps [`RECENT_METAS`] keeps.
+const RECENT: usize = 16;
+
+/// A column map made for one result, kept for the next results of the same query.
+struct Recent {
+    /// Held weakly, which keeps the address from being reused while the entry exists, so a
+    /// pointer comparison identifies the columns.
+    columns: std::sync::Weak<Columns>,
+    /// The spec the map was made with, compared by identity.
+    spec: Option<Py<PyAny>>,
+    time_as_delta: bool,
+    meta: Arc<Meta>,
+}
+
+thread_local! {
+    /// The column maps of this thread's latest results, newest first. A query run again
+    /// returns records with the same shared columns (cached with its statement), and its
+    /// records reuse the map instead of a new key tuple and index dict for every call
+    /// (about 1 us of a 5.6 us SQLite `fetch_one`).
+    static RECENT_METAS: std::cell::RefCell<std::collections::VecDeque<Recent>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
 /// Records per [`Chunk`] in a list of records (the core's blocks hold 256 rows too).
@@ -173,6 +203,7 @@ pub(crate) struct Builder<'py> {
     py: Python<'py>,
     processors: Vec<Option<Bound<'py, PyAny>>>,
     extra: Option<Py<PyDict>>,
+    spec: Option<Bound<'py, PyAny>>,
     meta: Option<(Arc<Columns>, Arc<Meta>)>,
     time_as_delta: bool,
 }
@@ -191,6 +222,7 @@ impl<'py> Builder<'py> {
             py,
             processors,
             extra: spec.extra.map(Bound::unbind),
+            spec: spec.object,
             meta: None,
             time_as_delta,
         }
@@ -202,6 +234,56 @@ impl<'py> Builder<'py> {
         {
             return Ok(meta.clone());
         }
+        let meta = match self.recent(columns) {
+            Some(meta) => meta,
+            None => {
+                let meta = self.new_meta(columns)?;
+                self.remember(columns, &meta);
+                meta
+            }
+        };
+        self.meta = Some((columns.clone(), meta.clone()));
+        Ok(meta)
+    }
+
+    /// The map made for an earlier result with these columns and this spec, if kept.
+    fn recent(&self, columns: &Arc<Columns>) -> Option<Arc<Meta>> {
+        RECENT_METAS.with_borrow_mut(|recent| {
+            let i = recent.iter().position(|r| {
+                ptr::eq(r.columns.as_ptr(), Arc::as_ptr(columns))
+                    && r.time_as_delta == self.time_as_delta
+                    && match (&r.spec, &self.spec) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a.is(b),
+                        _ => false,
+                    }
+            })?;
+            if i != 0 {
+                let entry = recent.remove(i)?;
+                recent.push_front(entry);
+            }
+            recent.front().map(|r| r.meta.clone())
+        })
+    }
+
+    /// Keeps `meta` for the next results with these columns and this spec.
+    fn remember(&self, columns: &Arc<Columns>, meta: &Arc<Meta>) {
+        let entry = Recent {
+            columns: Arc::downgrade(columns),
+            spec: self.spec.as_ref().map(|s| s.clone().unbind()),
+            time_as_delta: self.time_as_delta,
+            meta: meta.clone(),
+        };
+        let oldest = RECENT_METAS.with_borrow_mut(|recent| {
+            recent.push_front(entry);
+            (recent.len() > RECENT).then(|| recent.pop_back())
+        });
+        // Dropped outside the borrow: releasing its Python objects may run Python code.
+        drop(oldest);
+    }
+
+    /// A new column map for a result with these columns.
+    fn new_meta(&self, columns: &Arc<Columns>) -> PyResult<Arc<Meta>> {
         let py = self.py;
         let keys = PyTuple::new(py, columns.names())?;
         let index = PyDict::new(py);
@@ -219,7 +301,6 @@ impl<'py> Builder<'py> {
                 .collect(),
             time_as_delta: self.time_as_delta,
         });
-        self.meta = Some((columns.clone(), meta.clone()));
         Ok(meta)
     }
 
