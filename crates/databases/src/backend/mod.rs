@@ -45,9 +45,6 @@ pub(crate) fn convert_values<T>(
         .collect()
 }
 
-/// For `INSERT ... VALUES (?, ?)` (nothing after the tuple but blanks or `;`), the text up to
-/// and including `VALUES ` and the tuple `(?, ?)`: `execute_many` sends such a statement with
-/// many tuples. `None` for anything else, and for a tuple holding quoted text (kept simple).
 /// The shared column names for a result of `sql`, taken from `cache` (one per thread, see
 /// the callers) when the names there are still `names` (a schema change can alter them), and
 /// made and kept otherwise. A query run again then hands out the same `Arc<Columns>`, so
@@ -81,6 +78,9 @@ fn shared_columns<N: AsRef<str>>(
     columns
 }
 
+/// For `INSERT ... VALUES (?, ?)` (nothing after the tuple but blanks or `;`), the text up to
+/// and including `VALUES ` and the tuple `(?, ?)`: `execute_many` sends such a statement with
+/// many tuples. `None` for anything else, and for a tuple holding quoted text (kept simple).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn split_values_clause(sql: &str) -> Option<(&str, &str)> {
     let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
