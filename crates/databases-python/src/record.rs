@@ -190,7 +190,8 @@ thread_local! {
     /// The column maps of this thread's latest results, newest first. A query run again
     /// returns records with the same shared columns (cached with its statement), and its
     /// records reuse the map instead of a new key tuple and index dict for every call
-    /// (about 1 us of a 5.6 us SQLite `fetch_one`).
+    /// (a SQLite `fetch_one` from Python: 7.9 -> 7.5 us; through SQLAlchemy Core, whose
+    /// maps also carry the column keys, 25.5 -> 24 us).
     static RECENT_METAS: std::cell::RefCell<std::collections::VecDeque<Recent>> =
         const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
