@@ -166,7 +166,8 @@ fn here_now(backend: databases::Backend) -> bool {
 struct LargeResults;
 
 /// See [`LargeResults`].
-static LARGE_RESULTS: std::sync::Mutex<Option<LargeSet>> = std::sync::Mutex::new(None);
+static LARGE_RESULTS: std::sync::LazyLock<std::sync::Mutex<LargeSet>> =
+    std::sync::LazyLock::new(Default::default);
 
 type LargeSet = std::collections::HashSet<Box<str>, foldhash::fast::RandomState>;
 
@@ -176,7 +177,7 @@ impl LargeResults {
     /// The most queries remembered; past that the set starts again.
     const LIMIT: usize = 256;
 
-    fn set() -> std::sync::MutexGuard<'static, Option<LargeSet>> {
+    fn set() -> std::sync::MutexGuard<'static, LargeSet> {
         LARGE_RESULTS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -184,19 +185,23 @@ impl LargeResults {
 
     /// Whether the latest result of `sql` was large.
     fn has(sql: &str) -> bool {
-        Self::set().as_ref().is_some_and(|set| set.contains(sql))
+        Self::set().contains(sql)
     }
 
-    /// Records the size of a result of `sql`.
-    fn note(sql: String, rows: usize) {
+    /// Records that a result of `sql` had `rows` rows, when that changes what is known of
+    /// it (`was_large`: what [`LargeResults::has`] said before the query).
+    fn note(sql: String, rows: usize, was_large: bool) {
+        let large = rows >= Self::ROWS;
+        if large == was_large {
+            return;
+        }
         let mut set = Self::set();
-        if rows >= Self::ROWS {
-            let set = set.get_or_insert_with(LargeSet::default);
+        if large {
             if set.len() >= Self::LIMIT {
                 set.clear();
             }
             set.insert(sql.into_boxed_str());
-        } else if let Some(set) = set.as_mut() {
+        } else {
             set.remove(sql.as_str());
         }
     }
@@ -311,13 +316,14 @@ impl Target {
         }
         // A query whose last result was large is read on the runtime (see `LargeResults`),
         // unless `run` drives it there anyway.
-        let (rows, sql) = if here_now(backend) && LargeResults::has(&sql) {
+        let was_large = LargeResults::has(&sql);
+        let (rows, sql) = if was_large && here_now(backend) {
             let _busy = Busy::enter(backend);
             run_started_here(self.on_connection(fetch_all_keeping_sql(sql, params))).await?
         } else {
             self.run(fetch_all_keeping_sql(sql, params)).await?
         };
-        LargeResults::note(sql, rows.len());
+        LargeResults::note(sql, rows.len(), was_large);
         records(rows, spec, mysql)
     }
 
