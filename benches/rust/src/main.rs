@@ -6,9 +6,9 @@
 //! ```
 //!
 //! Takes its URLs from `BENCH_DATABASE_URLS`, else `TEST_DATABASE_URLS`; SQLite always runs
-//! (on a file in a temporary directory). Each figure is the best of six rounds (ours and the
-//! raw driver take two turns of three); the ratio is our time over the raw driver's (1.00 =
-//! as fast, below 1 = faster).
+//! (on a file in a temporary directory). Each figure is the best of eight runs of the
+//! workload, runs of ours and of the raw driver alternating; the ratio is our time over the
+//! raw driver's (1.00 = as fast, below 1 = faster).
 //!
 //! Built with `--features mimalloc` (`BENCH_MIMALLOC=1 scripts/bench`), the whole process
 //! allocates with mimalloc instead of the system allocator, for ours and the raw drivers
@@ -50,17 +50,49 @@ struct Row {
     sqlx: Option<f64>,
 }
 
-/// Runs `f` three times and returns the best wall time.
-async fn best<F, Fut>(mut f: F) -> Res<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Res>,
-{
-    let mut best = Duration::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        f().await?;
-        best = best.min(start.elapsed());
+/// How many times each workload runs on each side; the best time counts.
+const ROUNDS: usize = 8;
+
+/// The workloads, in report order.
+const SEQUENTIAL: usize = 0;
+const FETCH_ALL: usize = 1;
+const EXECUTE_MANY: usize = 2;
+const TRANSACTIONS: usize = 3;
+const CONCURRENT: usize = 4;
+const WORKLOADS: usize = 5;
+
+/// One side of the comparison: `run(w)` runs workload `w` once (its whole loop) and returns
+/// its wall time.
+trait Workloads {
+    async fn run(&mut self, w: usize) -> Res<Duration>;
+}
+
+/// The wall time of `f`.
+async fn timed(f: impl Future<Output = Res>) -> Res<Duration> {
+    let start = Instant::now();
+    f.await?;
+    Ok(start.elapsed())
+}
+
+/// Runs each workload `ROUNDS` times on both sides, one run of ours next to one run of
+/// theirs (who goes first alternates), and keeps each side's best time. Drift on a busy
+/// machine (the servers share it; load comes and goes within seconds) then reaches both
+/// sides alike instead of favouring whichever ran in the quiet moment.
+async fn compare(
+    ours: &mut impl Workloads,
+    raw: &mut impl Workloads,
+) -> Res<([Duration; WORKLOADS], [Duration; WORKLOADS])> {
+    let mut best = ([Duration::MAX; WORKLOADS], [Duration::MAX; WORKLOADS]);
+    for w in 0..WORKLOADS {
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                best.0[w] = best.0[w].min(ours.run(w).await?);
+                best.1[w] = best.1[w].min(raw.run(w).await?);
+            } else {
+                best.1[w] = best.1[w].min(raw.run(w).await?);
+                best.0[w] = best.0[w].min(ours.run(w).await?);
+            }
+        }
     }
     Ok(best)
 }
@@ -165,177 +197,169 @@ async fn prepare_data(db: &Database) -> Res {
 
 // ---------- ours ----------
 
-async fn ours(db: &Database, s: Sizes) -> Res<[Duration; 5]> {
-    let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = :id";
-    let all = "SELECT id, name, score, active, created FROM bench_read";
-    let sequential = best(|| async {
-        for i in 0..s.sequential {
-            let row = db
-                .fetch_one(one, params! { "id" => key(i) })
-                .await?
-                .ok_or("no row")?;
-            let _: i64 = row.get(0)?;
-        }
-        Ok(())
-    })
-    .await?;
-    let fetch = best(|| async {
-        for _ in 0..s.fetch_rounds {
-            let rows = db.fetch_all(all, ()).await?;
-            let mut sum = 0.0;
-            for row in &rows {
-                sum += row.get::<f64>(2)?;
+struct Ours {
+    db: Database,
+    s: Sizes,
+}
+
+impl Workloads for Ours {
+    async fn run(&mut self, w: usize) -> Res<Duration> {
+        let (db, s) = (&self.db, self.s);
+        let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = :id";
+        let all = "SELECT id, name, score, active, created FROM bench_read";
+        match w {
+            SEQUENTIAL => {
+                timed(async {
+                    for i in 0..s.sequential {
+                        let row = db
+                            .fetch_one(one, params! { "id" => key(i) })
+                            .await?
+                            .ok_or("no row")?;
+                        let _: i64 = row.get(0)?;
+                    }
+                    Ok(())
+                })
+                .await
             }
-            assert!(rows.len() == usize::try_from(KEYS)? && sum > 0.0);
-        }
-        Ok(())
-    })
-    .await?;
-    let many = best(|| async {
-        db.execute("DELETE FROM bench_write", ()).await?;
-        #[allow(clippy::cast_precision_loss, reason = "small")]
-        let rows: Vec<NamedParams> = (0..s.many_rows)
-            .map(|i| params! { "name" => format!("n{i}"), "score" => i as f64 })
-            .collect();
-        db.execute_many(
-            "INSERT INTO bench_write (name, score) VALUES (:name, :score)",
-            rows,
-        )
-        .await?;
-        Ok(())
-    })
-    .await?;
-    let transactions = best(|| async {
-        for i in 0..s.transactions {
-            let mut tx = db.transaction().await?;
-            tx.execute(
-                "INSERT INTO bench_write (name, score) VALUES (:name, :score)",
-                params! { "name" => "tx", "score" => Value::Float(f64::from(u32::try_from(i)?)) },
-            )
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(())
-    })
-    .await?;
-    let concurrent = best(|| {
-        in_tasks(|t| {
-            let db = db.clone();
-            async move {
-                for i in 0..s.concurrent_each {
-                    let row = db
-                        .fetch_one(one, params! { "id" => key(t * 1000 + i) })
-                        .await?
-                        .ok_or("no row")?;
-                    let _: i64 = row.get(0)?;
-                }
-                Ok::<_, BoxError>(())
+            FETCH_ALL => {
+                timed(async {
+                    for _ in 0..s.fetch_rounds {
+                        let rows = db.fetch_all(all, ()).await?;
+                        let mut sum = 0.0;
+                        for row in &rows {
+                            sum += row.get::<f64>(2)?;
+                        }
+                        assert!(rows.len() == usize::try_from(KEYS)? && sum > 0.0);
+                    }
+                    Ok(())
+                })
+                .await
             }
-        })
-    })
-    .await?;
-    Ok([sequential, fetch, many, transactions, concurrent])
+            EXECUTE_MANY => {
+                timed(async {
+                    db.execute("DELETE FROM bench_write", ()).await?;
+                    #[allow(clippy::cast_precision_loss, reason = "small")]
+                    let rows: Vec<NamedParams> = (0..s.many_rows)
+                        .map(|i| params! { "name" => format!("n{i}"), "score" => i as f64 })
+                        .collect();
+                    db.execute_many(
+                        "INSERT INTO bench_write (name, score) VALUES (:name, :score)",
+                        rows,
+                    )
+                    .await?;
+                    Ok(())
+                })
+                .await
+            }
+            TRANSACTIONS => {
+                timed(async {
+                    for i in 0..s.transactions {
+                        let mut tx = db.transaction().await?;
+                        tx.execute(
+                            "INSERT INTO bench_write (name, score) VALUES (:name, :score)",
+                            params! {
+                                "name" => "tx",
+                                "score" => Value::Float(f64::from(u32::try_from(i)?)),
+                            },
+                        )
+                        .await?;
+                        tx.commit().await?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            _ => {
+                timed(in_tasks(|t| {
+                    let db = db.clone();
+                    async move {
+                        for i in 0..s.concurrent_each {
+                            let row = db
+                                .fetch_one(one, params! { "id" => key(t * 1000 + i) })
+                                .await?
+                                .ok_or("no row")?;
+                            let _: i64 = row.get(0)?;
+                        }
+                        Ok::<_, BoxError>(())
+                    }
+                }))
+                .await
+            }
+        }
+    }
 }
 
 // ---------- tokio-postgres ----------
 
-/// The raw tokio-postgres figures, and the 32-task run again with each client used by one
-/// task at a time (checked out of a minimal pool, as any pool hands connections out).
-async fn raw_postgres(url: &DatabaseUrl, s: Sizes) -> Res<([Duration; 5], Duration)> {
-    let connect = || async {
+type PgClient = Arc<(tokio_postgres::Client, tokio_postgres::Statement)>;
+
+/// The raw tokio-postgres client, its statements prepared once, and ten more clients for
+/// the 32 tasks.
+struct RawPostgres {
+    client: tokio_postgres::Client,
+    one: tokio_postgres::Statement,
+    all: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+    /// Ten clients, each with `one` prepared, shared by the 32 tasks as a pool of ten would
+    /// be.
+    clients: Vec<PgClient>,
+    /// The same clients as a minimal pool: each used by one task at a time.
+    free: Arc<tokio::sync::Mutex<Vec<PgClient>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// The best time of the 32 tasks on the minimal pool (run after each shared-client run).
+    checked_out: Duration,
+    s: Sizes,
+}
+
+fn read_pg_row(row: &tokio_postgres::Row) {
+    let _: (i32, String, f64, bool, NaiveDateTime) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+}
+
+impl RawPostgres {
+    async fn connect(url: &DatabaseUrl) -> Res<tokio_postgres::Client> {
         let (client, conn) =
             tokio_postgres::connect(&pg_conninfo(url), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        Ok::<_, BoxError>(client)
-    };
-    let mut client = connect().await?;
-    let one = client
-        .prepare("SELECT id, name, score, active, created FROM bench_read WHERE id = $1")
-        .await?;
-    let all = client
-        .prepare("SELECT id, name, score, active, created FROM bench_read")
-        .await?;
-    let insert = client
-        .prepare("INSERT INTO bench_write (name, score) VALUES ($1, $2)")
-        .await?;
-    let read = |row: &tokio_postgres::Row| {
-        let _: (i32, String, f64, bool, NaiveDateTime) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    };
-    let c = &client;
-    let sequential = best(|| async {
-        for i in 0..s.sequential {
-            let id = i32::try_from(key(i))?;
-            read(&c.query_one(&one, &[&id]).await?);
-        }
-        Ok(())
-    })
-    .await?;
-    let fetch = best(|| async {
-        for _ in 0..s.fetch_rounds {
-            let rows = c.query(&all, &[]).await?;
-            rows.iter().for_each(read);
-        }
-        Ok(())
-    })
-    .await?;
-    let many = best(|| async {
-        c.batch_execute("DELETE FROM bench_write").await?;
-        c.batch_execute("BEGIN").await?;
-        let names: Vec<String> = (0..s.many_rows).map(|i| format!("n{i}")).collect();
-        #[allow(clippy::cast_precision_loss, reason = "small")]
-        let scores: Vec<f64> = (0..s.many_rows).map(|i| i as f64).collect();
-        // Pipelined: every INSERT is sent before the first answer is awaited.
-        futures_util::future::try_join_all(names.iter().zip(&scores).map(|(n, sc)| {
-            c.execute_raw(
-                &insert,
-                [n as &(dyn ToSql + Sync), sc as &(dyn ToSql + Sync)],
-            )
-        }))
-        .await?;
-        c.batch_execute("COMMIT").await?;
-        Ok(())
-    })
-    .await?;
-    let mut transactions = Duration::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        for i in 0..s.transactions {
-            let tx = client.transaction().await?;
-            tx.execute(&insert, &[&"tx", &f64::from(u32::try_from(i)?)])
-                .await?;
-            tx.commit().await?;
-        }
-        transactions = transactions.min(start.elapsed());
+        Ok(client)
     }
-    // Ten clients shared by the tasks, as a pool of ten would be.
-    let mut clients = Vec::new();
-    for _ in 0..POOL {
-        let c = connect().await?;
-        let stmt = c
-            .prepare("SELECT id, name, score, active, created FROM bench_read WHERE id = $1")
-            .await?;
-        clients.push(Arc::new((c, stmt)));
-    }
-    let concurrent = best(|| {
-        in_tasks(|t| {
-            let pair = clients[t % clients.len()].clone();
-            async move {
-                for i in 0..s.concurrent_each {
-                    let id = i32::try_from(key(t * 1000 + i))?;
-                    // The whole row decoded, as in the sequential loop and as ours does.
-                    read(&pair.0.query_one(&pair.1, &[&id]).await?);
-                }
-                Ok::<_, BoxError>(())
-            }
+
+    async fn new(url: &DatabaseUrl, s: Sizes) -> Res<Self> {
+        let client = Self::connect(url).await?;
+        let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = $1";
+        let (one_stmt, all, insert) = (
+            client.prepare(one).await?,
+            client
+                .prepare("SELECT id, name, score, active, created FROM bench_read")
+                .await?,
+            client
+                .prepare("INSERT INTO bench_write (name, score) VALUES ($1, $2)")
+                .await?,
+        );
+        let mut clients = Vec::new();
+        for _ in 0..POOL {
+            let c = Self::connect(url).await?;
+            let stmt = c.prepare(one).await?;
+            clients.push(Arc::new((c, stmt)));
+        }
+        Ok(Self {
+            client,
+            one: one_stmt,
+            all,
+            insert,
+            free: Arc::new(tokio::sync::Mutex::new(clients.clone())),
+            clients,
+            permits: Arc::new(tokio::sync::Semaphore::new(usize::try_from(POOL)?)),
+            checked_out: Duration::MAX,
+            s,
         })
-    })
-    .await?;
-    let free = Arc::new(tokio::sync::Mutex::new(clients));
-    let permits = Arc::new(tokio::sync::Semaphore::new(usize::try_from(POOL)?));
-    let checked_out = best(|| {
-        in_tasks(|t| {
-            let (free, permits) = (free.clone(), permits.clone());
+    }
+
+    /// The 32 tasks, each taking a client from the minimal pool for every query.
+    async fn checked_out_run(&self) -> Res<Duration> {
+        let s = self.s;
+        timed(in_tasks(|t| {
+            let (free, permits) = (self.free.clone(), self.permits.clone());
             async move {
                 for i in 0..s.concurrent_each {
                     let id = i32::try_from(key(t * 1000 + i))?;
@@ -343,17 +367,90 @@ async fn raw_postgres(url: &DatabaseUrl, s: Sizes) -> Res<([Duration; 5], Durati
                     let pair = free.lock().await.pop().ok_or("no free client")?;
                     let row = pair.0.query_one(&pair.1, &[&id]).await;
                     free.lock().await.push(pair);
-                    read(&row?);
+                    read_pg_row(&row?);
                 }
                 Ok::<_, BoxError>(())
             }
-        })
-    })
-    .await?;
-    Ok((
-        [sequential, fetch, many, transactions, concurrent],
-        checked_out,
-    ))
+        }))
+        .await
+    }
+}
+
+impl Workloads for RawPostgres {
+    async fn run(&mut self, w: usize) -> Res<Duration> {
+        let s = self.s;
+        let c = &self.client;
+        match w {
+            SEQUENTIAL => {
+                timed(async {
+                    for i in 0..s.sequential {
+                        let id = i32::try_from(key(i))?;
+                        read_pg_row(&c.query_one(&self.one, &[&id]).await?);
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            FETCH_ALL => {
+                timed(async {
+                    for _ in 0..s.fetch_rounds {
+                        let rows = c.query(&self.all, &[]).await?;
+                        rows.iter().for_each(read_pg_row);
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            EXECUTE_MANY => {
+                timed(async {
+                    c.batch_execute("DELETE FROM bench_write").await?;
+                    c.batch_execute("BEGIN").await?;
+                    let names: Vec<String> = (0..s.many_rows).map(|i| format!("n{i}")).collect();
+                    #[allow(clippy::cast_precision_loss, reason = "small")]
+                    let scores: Vec<f64> = (0..s.many_rows).map(|i| i as f64).collect();
+                    // Pipelined: every INSERT is sent before the first answer is awaited.
+                    futures_util::future::try_join_all(names.iter().zip(&scores).map(|(n, sc)| {
+                        c.execute_raw(
+                            &self.insert,
+                            [n as &(dyn ToSql + Sync), sc as &(dyn ToSql + Sync)],
+                        )
+                    }))
+                    .await?;
+                    c.batch_execute("COMMIT").await?;
+                    Ok(())
+                })
+                .await
+            }
+            TRANSACTIONS => {
+                let start = Instant::now();
+                for i in 0..s.transactions {
+                    let tx = self.client.transaction().await?;
+                    tx.execute(&self.insert, &[&"tx", &f64::from(u32::try_from(i)?)])
+                        .await?;
+                    tx.commit().await?;
+                }
+                Ok(start.elapsed())
+            }
+            _ => {
+                let shared = timed(in_tasks(|t| {
+                    let pair = self.clients[t % self.clients.len()].clone();
+                    async move {
+                        for i in 0..s.concurrent_each {
+                            let id = i32::try_from(key(t * 1000 + i))?;
+                            // The whole row decoded, as in the sequential loop and as ours
+                            // does.
+                            read_pg_row(&pair.0.query_one(&pair.1, &[&id]).await?);
+                        }
+                        Ok::<_, BoxError>(())
+                    }
+                }))
+                .await?;
+                let checked_out = self.checked_out_run().await?;
+                self.checked_out = self.checked_out.min(checked_out);
+                Ok(shared)
+            }
+        }
+    }
 }
 
 fn pg_conninfo(url: &DatabaseUrl) -> String {
@@ -397,194 +494,233 @@ fn read_mysql_row(row: mysql_async::Row) -> Res {
     Ok(())
 }
 
-async fn raw_mysql(url: &DatabaseUrl, s: Sizes) -> Res<[Duration; 5]> {
-    use mysql_async::prelude::Queryable;
-    let mut conn = mysql_async::Conn::new(my_opts(url)).await?;
-    let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = ?";
-    let all = "SELECT id, name, score, active, created FROM bench_read";
-    let insert = "INSERT INTO bench_write (name, score) VALUES (?, ?)";
-    let c = &mut conn;
-    let mut sequential = Duration::MAX;
-    let mut fetch = Duration::MAX;
-    let mut many = Duration::MAX;
-    let mut transactions = Duration::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        for i in 0..s.sequential {
-            let row: mysql_async::Row = c.exec_first(one, (key(i),)).await?.ok_or("no row")?;
-            read_mysql_row(row)?;
-        }
-        sequential = sequential.min(start.elapsed());
+/// One raw mysql_async connection, and the driver's own pool of ten for the 32 tasks.
+struct RawMysql {
+    conn: mysql_async::Conn,
+    pool: mysql_async::Pool,
+    s: Sizes,
+}
 
-        let start = Instant::now();
-        for _ in 0..s.fetch_rounds {
-            let rows: Vec<mysql_async::Row> = c.exec(all, ()).await?;
-            rows.into_iter().try_for_each(read_mysql_row)?;
-        }
-        fetch = fetch.min(start.elapsed());
-
-        // Timed with the DELETE before it, as every other client's execute_many is.
-        let start = Instant::now();
-        c.query_drop("DELETE FROM bench_write").await?;
-        c.query_drop("START TRANSACTION").await?;
-        #[allow(clippy::cast_precision_loss, reason = "small")]
-        c.exec_batch(
-            insert,
-            (0..s.many_rows).map(|i| (format!("n{i}"), i as f64)),
-        )
-        .await?;
-        c.query_drop("COMMIT").await?;
-        many = many.min(start.elapsed());
-
-        let start = Instant::now();
-        for i in 0..s.transactions {
-            let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await?;
-            tx.exec_drop(insert, ("tx", f64::from(u32::try_from(i)?)))
-                .await?;
-            tx.commit().await?;
-        }
-        transactions = transactions.min(start.elapsed());
+impl RawMysql {
+    async fn new(url: &DatabaseUrl, s: Sizes) -> Res<Self> {
+        let conn = mysql_async::Conn::new(my_opts(url)).await?;
+        let pool = mysql_async::Pool::new(
+            mysql_async::OptsBuilder::from_opts(my_opts(url)).pool_opts(
+                mysql_async::PoolOpts::default()
+                    .with_constraints(mysql_async::PoolConstraints::new(1, 10).unwrap()),
+            ),
+        );
+        Ok(Self { conn, pool, s })
     }
-    // The driver's own pool, ten connections.
-    let pool = mysql_async::Pool::new(
-        mysql_async::OptsBuilder::from_opts(my_opts(url)).pool_opts(
-            mysql_async::PoolOpts::default()
-                .with_constraints(mysql_async::PoolConstraints::new(1, 10).unwrap()),
-        ),
-    );
-    let concurrent = best(|| {
-        in_tasks(|t| {
-            let pool = pool.clone();
-            async move {
-                for i in 0..s.concurrent_each {
-                    let mut conn = pool.get_conn().await?;
-                    let row: mysql_async::Row = conn
-                        .exec_first(one, (key(t * 1000 + i),))
-                        .await?
-                        .ok_or("no row")?;
+
+    async fn close(self) -> Res {
+        self.conn.disconnect().await?;
+        self.pool.disconnect().await?;
+        Ok(())
+    }
+}
+
+impl Workloads for RawMysql {
+    async fn run(&mut self, w: usize) -> Res<Duration> {
+        use mysql_async::prelude::Queryable;
+        let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = ?";
+        let all = "SELECT id, name, score, active, created FROM bench_read";
+        let insert = "INSERT INTO bench_write (name, score) VALUES (?, ?)";
+        let (c, s) = (&mut self.conn, self.s);
+        let start = Instant::now();
+        match w {
+            SEQUENTIAL => {
+                for i in 0..s.sequential {
+                    let row: mysql_async::Row =
+                        c.exec_first(one, (key(i),)).await?.ok_or("no row")?;
                     read_mysql_row(row)?;
                 }
-                Ok::<_, BoxError>(())
             }
-        })
-    })
-    .await?;
-    pool.disconnect().await?;
-    Ok([sequential, fetch, many, transactions, concurrent])
+            FETCH_ALL => {
+                for _ in 0..s.fetch_rounds {
+                    let rows: Vec<mysql_async::Row> = c.exec(all, ()).await?;
+                    rows.into_iter().try_for_each(read_mysql_row)?;
+                }
+            }
+            EXECUTE_MANY => {
+                // Timed with the DELETE before it, as every other client's execute_many is.
+                c.query_drop("DELETE FROM bench_write").await?;
+                c.query_drop("START TRANSACTION").await?;
+                #[allow(clippy::cast_precision_loss, reason = "small")]
+                c.exec_batch(
+                    insert,
+                    (0..s.many_rows).map(|i| (format!("n{i}"), i as f64)),
+                )
+                .await?;
+                c.query_drop("COMMIT").await?;
+            }
+            TRANSACTIONS => {
+                for i in 0..s.transactions {
+                    let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await?;
+                    tx.exec_drop(insert, ("tx", f64::from(u32::try_from(i)?)))
+                        .await?;
+                    tx.commit().await?;
+                }
+            }
+            _ => {
+                let pool = &self.pool;
+                in_tasks(|t| {
+                    let pool = pool.clone();
+                    async move {
+                        for i in 0..s.concurrent_each {
+                            let mut conn = pool.get_conn().await?;
+                            let row: mysql_async::Row = conn
+                                .exec_first(one, (key(t * 1000 + i),))
+                                .await?
+                                .ok_or("no row")?;
+                            read_mysql_row(row)?;
+                        }
+                        Ok::<_, BoxError>(())
+                    }
+                })
+                .await?;
+            }
+        }
+        Ok(start.elapsed())
+    }
 }
 
 // ---------- rusqlite ----------
 
-async fn raw_sqlite(path: &str, s: Sizes) -> Res<[Duration; 5]> {
-    let open = || -> Res<rusqlite::Connection> {
-        let c = rusqlite::Connection::open(path)?;
-        c.busy_timeout(Duration::from_secs(5))?;
-        c.query_row("PRAGMA journal_mode = wal", [], |_| Ok(()))?;
-        Ok(c)
-    };
-    // Called the way async code must: on the blocking pool, never on a runtime worker.
-    let conn = Arc::new(Mutex::new(open()?));
-    let run = |f: Box<dyn FnOnce(&mut rusqlite::Connection) -> Res + Send>| {
-        let conn = conn.clone();
-        async move { tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap())).await? }
-    };
-    let one = "SELECT id, name, score, active, created FROM bench_read WHERE id = ?1";
-    let read = |r: &rusqlite::Row| -> rusqlite::Result<()> {
-        let _: (i64, String, f64, bool, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        Ok(())
-    };
-    let sequential = best(|| async {
-        for i in 0..s.sequential {
-            run(Box::new(move |c| {
-                Ok(c.prepare_cached(one)?.query_row([key(i)], read)?)
-            }))
-            .await?;
-        }
-        Ok(())
-    })
-    .await?;
-    let fetch = best(|| async {
-        for _ in 0..s.fetch_rounds {
-            let conn = conn.clone();
-            // Collected, as fetch_all does, and handed back to the caller, which reads one
-            // field of each row and drops them: what our run and the other raw drivers' runs
-            // do with the rows.
-            type Row5 = (i64, String, f64, bool, String);
-            let rows = tokio::task::spawn_blocking(move || -> Res<Vec<Row5>> {
-                let c = conn.lock().unwrap();
-                let mut stmt =
-                    c.prepare_cached("SELECT id, name, score, active, created FROM bench_read")?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                Ok(rows)
-            })
-            .await??;
-            let sum: f64 = rows.iter().map(|r| r.2).sum();
-            assert!(rows.len() == 10_000 && sum > 0.0);
-        }
-        Ok(())
-    })
-    .await?;
-    let many = best(|| async {
-        run(Box::new(move |c| {
-            c.execute("DELETE FROM bench_write", [])?;
-            let tx = c.transaction()?;
-            {
-                let mut stmt =
-                    tx.prepare_cached("INSERT INTO bench_write (name, score) VALUES (?1, ?2)")?;
-                for i in 0..s.many_rows {
-                    #[allow(clippy::cast_precision_loss, reason = "small")]
-                    stmt.execute(rusqlite::params![format!("n{i}"), i as f64])?;
+type SqliteConn = Arc<Mutex<rusqlite::Connection>>;
+
+/// Raw rusqlite connections, called the way async code must: on the blocking pool, never on
+/// a runtime worker.
+struct RawSqlite {
+    conn: SqliteConn,
+    /// Ten connections for the 32 tasks.
+    pool: Vec<SqliteConn>,
+    s: Sizes,
+}
+
+const SQLITE_ONE: &str = "SELECT id, name, score, active, created FROM bench_read WHERE id = ?1";
+
+fn read_sqlite_row(r: &rusqlite::Row) -> rusqlite::Result<()> {
+    let _: (i64, String, f64, bool, String) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    Ok(())
+}
+
+impl RawSqlite {
+    fn new(path: &str, s: Sizes) -> Res<Self> {
+        let open = || -> Res<SqliteConn> {
+            let c = rusqlite::Connection::open(path)?;
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.query_row("PRAGMA journal_mode = wal", [], |_| Ok(()))?;
+            Ok(Arc::new(Mutex::new(c)))
+        };
+        Ok(Self {
+            conn: open()?,
+            pool: (0..POOL).map(|_| open()).collect::<Res<_>>()?,
+            s,
+        })
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn call(&self, f: impl FnOnce(&mut rusqlite::Connection) -> Res + Send + 'static) -> Res {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap())).await?
+    }
+}
+
+impl Workloads for RawSqlite {
+    async fn run(&mut self, w: usize) -> Res<Duration> {
+        let s = self.s;
+        let start = Instant::now();
+        match w {
+            SEQUENTIAL => {
+                for i in 0..s.sequential {
+                    self.call(move |c| {
+                        Ok(c.prepare_cached(SQLITE_ONE)?
+                            .query_row([key(i)], read_sqlite_row)?)
+                    })
+                    .await?;
                 }
             }
-            tx.commit()?;
-            Ok(())
-        }))
-        .await
-    })
-    .await?;
-    let transactions = best(|| async {
-        for i in 0..s.transactions {
-            run(Box::new(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                tx.prepare_cached("INSERT INTO bench_write (name, score) VALUES (?1, ?2)")?
-                    .execute(rusqlite::params!["tx", f64::from(u32::try_from(i)?)])?;
-                tx.commit()?;
-                Ok(())
-            }))
-            .await?;
-        }
-        Ok(())
-    })
-    .await?;
-    let pool: Vec<_> = (0..POOL)
-        .map(|_| open().map(|c| Arc::new(Mutex::new(c))))
-        .collect::<Res<_>>()?;
-    let concurrent = best(|| {
-        in_tasks(|t| {
-            let conn = pool[t % pool.len()].clone();
-            async move {
-                for i in 0..s.concurrent_each {
-                    let conn = conn.clone();
-                    tokio::task::spawn_blocking(move || -> Res {
-                        Ok(conn
-                            .lock()
-                            .unwrap()
-                            .prepare_cached(one)?
-                            .query_row([key(t * 1000 + i)], read)?)
+            FETCH_ALL => {
+                for _ in 0..s.fetch_rounds {
+                    let conn = self.conn.clone();
+                    // Collected, as fetch_all does, and handed back to the caller, which
+                    // reads one field of each row and drops them: what our run and the other
+                    // raw drivers' runs do with the rows.
+                    type Row5 = (i64, String, f64, bool, String);
+                    let rows = tokio::task::spawn_blocking(move || -> Res<Vec<Row5>> {
+                        let c = conn.lock().unwrap();
+                        let mut stmt = c.prepare_cached(
+                            "SELECT id, name, score, active, created FROM bench_read",
+                        )?;
+                        let rows = stmt
+                            .query_map([], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                            })?
+                            .collect::<rusqlite::Result<_>>()?;
+                        Ok(rows)
                     })
                     .await??;
+                    let sum: f64 = rows.iter().map(|r| r.2).sum();
+                    assert!(rows.len() == 10_000 && sum > 0.0);
                 }
-                Ok::<_, BoxError>(())
             }
-        })
-    })
-    .await?;
-    Ok([sequential, fetch, many, transactions, concurrent])
+            EXECUTE_MANY => {
+                self.call(move |c| {
+                    c.execute("DELETE FROM bench_write", [])?;
+                    let tx = c.transaction()?;
+                    {
+                        let mut stmt = tx.prepare_cached(
+                            "INSERT INTO bench_write (name, score) VALUES (?1, ?2)",
+                        )?;
+                        for i in 0..s.many_rows {
+                            #[allow(clippy::cast_precision_loss, reason = "small")]
+                            stmt.execute(rusqlite::params![format!("n{i}"), i as f64])?;
+                        }
+                    }
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+            }
+            TRANSACTIONS => {
+                for i in 0..s.transactions {
+                    self.call(move |c| {
+                        let tx =
+                            c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        tx.prepare_cached("INSERT INTO bench_write (name, score) VALUES (?1, ?2)")?
+                            .execute(rusqlite::params!["tx", f64::from(u32::try_from(i)?)])?;
+                        tx.commit()?;
+                        Ok(())
+                    })
+                    .await?;
+                }
+            }
+            _ => {
+                let pool = &self.pool;
+                in_tasks(|t| {
+                    let conn = pool[t % pool.len()].clone();
+                    async move {
+                        for i in 0..s.concurrent_each {
+                            let conn = conn.clone();
+                            tokio::task::spawn_blocking(move || -> Res {
+                                Ok(conn
+                                    .lock()
+                                    .unwrap()
+                                    .prepare_cached(SQLITE_ONE)?
+                                    .query_row([key(t * 1000 + i)], read_sqlite_row)?)
+                            })
+                            .await??;
+                        }
+                        Ok::<_, BoxError>(())
+                    }
+                })
+                .await?;
+            }
+        }
+        Ok(start.elapsed())
+    }
 }
 
 // ---------- sqlx (a child process: see benches/sqlx) ----------
@@ -715,7 +851,7 @@ async fn main() -> Res {
     }
     println!("# databases benchmark");
     println!(
-        "Figures: best of 6 rounds (two turns of 3, ours and the raw driver alternating), per second (higher is better); {ALLOCATOR_NAME}."
+        "Figures: best of {ROUNDS} runs of each workload (ours and the raw driver alternating run by run), per second (higher is better); {ALLOCATOR_NAME}."
     );
     println!("Ratios: our time / their time (1.00 = as fast, below 1.00 = we are faster).");
     for url in urls {
@@ -725,33 +861,29 @@ async fn main() -> Res {
             Database::with_options(&url, DatabaseOptions::new().min_size(POOL).max_size(POOL))?;
         db.connect().await?;
         prepare_data(&db).await?;
-        // Ours and the raw driver take turns, twice, so that drift on a busy machine (the
-        // servers share it) does not favour either; each keeps its best figure.
-        let mut ours_best = [Duration::MAX; 5];
-        let mut raw_best = [Duration::MAX; 5];
-        let mut raw_name = "";
+        let mut mine = Ours { db: db.clone(), s };
         let mut raw_checked_out = Duration::MAX;
-        for _ in 0..2 {
-            let o = ours(&db, s).await?;
-            let (r, name) = match backend {
-                Backend::Postgres => {
-                    let (r, checked_out) = raw_postgres(&url, s).await?;
-                    raw_checked_out = raw_checked_out.min(checked_out);
-                    (r, "tokio-postgres")
-                }
-                Backend::Mysql => (raw_mysql(&url, s).await?, "mysql_async"),
-                _ => (
-                    raw_sqlite(&sqlite_path.to_string_lossy(), s).await?,
-                    "rusqlite on spawn_blocking",
-                ),
-            };
-            raw_name = name;
-            for i in 0..5 {
-                ours_best[i] = ours_best[i].min(o[i]);
-                raw_best[i] = raw_best[i].min(r[i]);
+        let (raw_name, (ours, raw)) = match backend {
+            Backend::Postgres => {
+                let mut raw = RawPostgres::new(&url, s).await?;
+                let result = compare(&mut mine, &mut raw).await?;
+                raw_checked_out = raw.checked_out;
+                ("tokio-postgres", result)
             }
-        }
-        let (ours, raw) = (ours_best, raw_best);
+            Backend::Mysql => {
+                let mut raw = RawMysql::new(&url, s).await?;
+                let result = compare(&mut mine, &mut raw).await?;
+                raw.close().await?;
+                ("mysql_async", result)
+            }
+            _ => {
+                let mut raw = RawSqlite::new(&sqlite_path.to_string_lossy(), s)?;
+                (
+                    "rusqlite on spawn_blocking",
+                    compare(&mut mine, &mut raw).await?,
+                )
+            }
+        };
         let sqlx = match backend {
             Backend::Postgres | Backend::Mysql => run_sqlx(&url, s)?,
             _ => None,
@@ -772,7 +904,7 @@ async fn main() -> Res {
                 "\n32 tasks with each raw client used by one task at a time (a minimal pool of {POOL}): \
                  {:.0} rows/s; our time against it: {:.2}.",
                 per_second(n, raw_checked_out),
-                ours[4].as_secs_f64() / raw_checked_out.as_secs_f64()
+                ours[CONCURRENT].as_secs_f64() / raw_checked_out.as_secs_f64()
             );
         }
     }
