@@ -258,6 +258,40 @@ async fn execute_many_keeps_every_row_across_batches() {
 }
 
 #[tokio::test]
+async fn execute_many_keeps_every_row_of_large_values() {
+    // 400 rows of 1,500 bytes: 600 KB, more than one statement carries (MySQL and MariaDB
+    // get about 64 KB each), in fewer rows than one multi-row INSERT holds.
+    for t in common::databases().await {
+        let l = &t.label;
+        t.recreate("api_wide", "id INTEGER PRIMARY KEY, body TEXT")
+            .await;
+        let insert = "INSERT INTO api_wide (id, body) VALUES (:id, :body)";
+        let body = |i: i64| format!("{i:04}{}", "é".repeat(748));
+        let rows = (0..400).map(|i: i64| params! { "id" => i, "body" => body(i) });
+        assert_eq!(t.execute_many(insert, rows).await.unwrap(), 400, "{l}");
+        let all = t
+            .fetch_all("SELECT id, body FROM api_wide ORDER BY id", ())
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 400, "{l}");
+        for (i, row) in (0..).zip(&all) {
+            assert_eq!(row.get::<i64>(0).unwrap(), i, "{l}");
+            assert_eq!(row.get::<String>(1).unwrap(), body(i), "{l}: row {i}");
+        }
+
+        // A duplicate key in the last row: the statements before it are rolled back too.
+        t.execute("DELETE FROM api_wide", ()).await.unwrap();
+        let rows = (0..400).map(|i: i64| {
+            let id = if i == 399 { 3 } else { i };
+            params! { "id" => id, "body" => body(i) }
+        });
+        let e = t.execute_many(insert, rows).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{l}: {e}");
+        assert_eq!(t.count("api_wide").await, 0, "{l}");
+    }
+}
+
+#[tokio::test]
 async fn execute_result_reports_affected_rows() {
     for t in common::databases().await {
         let l = &t.label;
