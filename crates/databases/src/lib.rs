@@ -218,8 +218,8 @@
 //! `statement_cache`, `connect_timeout` and `command_timeout`. `execute` returns the last
 //! inserted id. `TIME` values beyond one day (or negative) come back as
 //! [`Value::Interval`]; zero dates as NULL; a [`Value::DateTimeTz`] parameter is sent as
-//! its UTC time. `execute_many` uses MariaDB's bulk execution (one round trip), and on MySQL
-//! turns `INSERT ... VALUES (...)` into multi-row inserts. A transaction's
+//! its UTC time. `execute_many` turns `INSERT ... VALUES (...)` into multi-row inserts of at
+//! most about 64 KB each, and sends other statements with MariaDB's bulk execution. A transaction's
 //! `START TRANSACTION` goes with its first statement; when that is an `INSERT`, `REPLACE`,
 //! `UPDATE` or `DELETE` whose values can be written into the SQL, in the same round trip, as
 //! one text query.

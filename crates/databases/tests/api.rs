@@ -279,6 +279,37 @@ async fn execute_many_keeps_every_row_of_large_values() {
             assert_eq!(row.get::<String>(1).unwrap(), body(i), "{l}: row {i}");
         }
 
+        // Generated keys: the rows of one call get consecutive ids, as one INSERT per row
+        // gives them, however many statements carry the rows.
+        t.recreate("api_wide_ids", &format!("{}, body TEXT", t.id_column()))
+            .await;
+        let rows = (0..400).map(|i: i64| params! { "body" => body(i) });
+        t.execute_many("INSERT INTO api_wide_ids (body) VALUES (:body)", rows)
+            .await
+            .unwrap();
+        let ids = t
+            .fetch_one(
+                "SELECT MIN(id) AS low, MAX(id) AS high, COUNT(*) AS n FROM api_wide_ids",
+                (),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let (low, high, n): (i64, i64, i64) = (
+            ids.get("low").unwrap(),
+            ids.get("high").unwrap(),
+            ids.get("n").unwrap(),
+        );
+        assert_eq!((n, high - low + 1), (400, 400), "{l}: ids {low}..{high}");
+        t.execute("INSERT INTO api_wide_ids (body) VALUES ('next')", ())
+            .await
+            .unwrap();
+        let next: Option<i64> = t
+            .fetch_val("SELECT id FROM api_wide_ids WHERE body = 'next'", (), 0)
+            .await
+            .unwrap();
+        assert_eq!(next, Some(high + 1), "{l}");
+
         // A duplicate key in the last row: the statements before it are rolled back too.
         t.execute("DELETE FROM api_wide", ()).await.unwrap();
         let rows = (0..400).map(|i: i64| {

@@ -2,9 +2,9 @@
 //!
 //! Connections are plain `mysql_async::Conn`s in our pool (no reset round trip when one is
 //! returned); statements are cached per connection. `execute_many` runs inside one
-//! transaction or savepoint: on MariaDB as one bulk execution of the prepared statement (one
-//! round trip); on MySQL an `INSERT ... VALUES (...)` becomes multi-row inserts of up to 1,000
-//! rows each, and other statements run once per row.
+//! transaction or savepoint: an `INSERT ... VALUES (...)` becomes multi-row inserts of up to
+//! 1,000 rows and about 64 KB each; other statements run in bulk executions of about 64 KB
+//! on MariaDB and once per row on MySQL.
 //!
 //! A transaction's start (`START TRANSACTION`, `SAVEPOINT sp_N`) waits for its first
 //! statement. A write whose values can be written into the text goes with it as one
@@ -682,22 +682,29 @@ async fn after_starts(
 }
 
 /// Inserts `rows` with `sql`: as multi-row `INSERT ... VALUES` statements when `sql` is one,
-/// else one execution per row. Returns the rows affected.
+/// else in batches of rows (MariaDB) or one execution per row. Returns the rows affected.
+///
+/// Multi-row statements on MariaDB too, rather than its batches of parameter rows
+/// (COM_STMT_BULK_EXECUTE): InnoDB reserves auto-increment values for a batch in doubling
+/// blocks, as for a row count it does not know in advance, and drops what a batch left
+/// unused, so a second batch of the same call started past a gap (1,149 rows took ids
+/// 1-1,149, the next ones started at 2,048). A multi-row statement reserves what it needs,
+/// so the rows of one call get consecutive ids, as one `INSERT` per row gives them.
 async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Result<u64> {
     let width = rows.first().map_or(0, Vec::len);
-    // MariaDB (10 and up; MySQL has no 10.x) executes a prepared statement for a whole batch of
-    // parameter rows in one round trip (COM_STMT_BULK_EXECUTE), which exec_batch uses.
-    if conn.server_version().0 >= 10 && width > 0 {
-        let mut total = 0;
-        for batch in batches(rows, usize::MAX, 0) {
-            conn.exec_batch(sql, batch.into_iter().map(Params::Positional))
-                .await
-                .map_err(map_error)?;
-            total += conn.affected_rows();
-        }
-        return Ok(total);
-    }
     let Some((head, tuple)) = super::split_values_clause(sql).filter(|_| width > 0) else {
+        // MariaDB (10 and up; MySQL has no 10.x) executes a prepared statement for a batch
+        // of parameter rows in one round trip, which exec_batch uses.
+        if conn.server_version().0 >= 10 && width > 0 {
+            let mut total = 0;
+            for batch in batches(rows, usize::MAX, 0, 1) {
+                conn.exec_batch(sql, batch.into_iter().map(Params::Positional))
+                    .await
+                    .map_err(map_error)?;
+                total += conn.affected_rows();
+            }
+            return Ok(total);
+        }
         let mut total = 0;
         for (i, row) in rows.into_iter().enumerate() {
             conn.exec_drop(sql, Params::Positional(row))
@@ -709,7 +716,9 @@ async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Res
     };
     let per_batch = BATCH_ROWS.min(MAX_PLACEHOLDERS / width).max(1);
     let mut total = 0;
-    for batch in batches(rows, per_batch, tuple.len() + 2) {
+    // Batches of a multiple of 64 rows (when more follow), so that rows of similar sizes
+    // make statements of the same text, which are prepared once.
+    for batch in batches(rows, per_batch, tuple.len() + 2, 64) {
         let mut statement = String::with_capacity(head.len() + batch.len() * (tuple.len() + 2));
         statement.push_str(head);
         for i in 0..batch.len() {
@@ -728,27 +737,40 @@ async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Res
 }
 
 /// Splits `rows` into batches of at most `max_rows` rows and about [`BATCH_BYTES`] bytes
-/// (each row counted as its values' size plus `row_overhead`); a row larger than that goes
-/// alone.
+/// (each row counted as its values' size plus `row_overhead`; a row larger than that goes
+/// alone). A batch shorter than `max_rows` with rows after it is cut to a multiple of
+/// `multiple` rows when it holds more than that.
 fn batches(
     rows: Vec<Vec<MyValue>>,
     max_rows: usize,
     row_overhead: usize,
+    multiple: usize,
 ) -> impl Iterator<Item = Vec<Vec<MyValue>>> {
-    let mut rows = rows.into_iter().peekable();
-    std::iter::from_fn(move || {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some(row) = rows.peek() {
-            let size = row_overhead + row.iter().map(encoded_len).sum::<usize>();
-            if !batch.is_empty() && (batch.len() == max_rows || bytes + size > BATCH_BYTES) {
+    let sizes: Vec<usize> = rows
+        .iter()
+        .map(|row| row_overhead + row.iter().map(encoded_len).sum::<usize>())
+        .collect();
+    let mut lengths = Vec::new();
+    let mut start = 0;
+    while start < sizes.len() {
+        let (mut n, mut bytes) = (0, 0);
+        while let Some(&size) = sizes.get(start + n) {
+            if n > 0 && (n == max_rows || bytes + size > BATCH_BYTES) {
                 break;
             }
             bytes += size;
-            batch.extend(rows.next());
+            n += 1;
         }
-        (!batch.is_empty()).then_some(batch)
-    })
+        if start + n < sizes.len() && n < max_rows && n > multiple {
+            n -= n % multiple;
+        }
+        lengths.push(n);
+        start += n;
+    }
+    let mut rows = rows.into_iter();
+    lengths
+        .into_iter()
+        .map(move |n| rows.by_ref().take(n).collect())
 }
 
 /// An upper bound of the bytes `value` takes as a parameter in the binary protocol (its
@@ -1161,7 +1183,7 @@ mod tests {
     fn execute_many_batches_are_bounded_in_rows_and_bytes() {
         let row = |text: usize| vec![MyValue::Int(1), MyValue::Bytes(vec![b'x'; text])];
         let sizes = |rows: Vec<Vec<MyValue>>, max_rows, overhead| {
-            batches(rows, max_rows, overhead)
+            batches(rows, max_rows, overhead, 1)
                 .map(|b| b.len())
                 .collect::<Vec<_>>()
         };
@@ -1181,10 +1203,29 @@ mod tests {
         );
         // A row larger than a batch goes alone; nothing is lost or reordered.
         let rows = vec![row(10), row(BATCH_BYTES), row(10), row(10)];
-        let flat: Vec<_> = batches(rows.clone(), usize::MAX, 0).flatten().collect();
+        let flat: Vec<_> = batches(rows.clone(), usize::MAX, 0, 1).flatten().collect();
         assert_eq!(flat, rows);
         assert_eq!(sizes(rows, usize::MAX, 0), [1, 1, 2]);
         assert_eq!(sizes(Vec::new(), usize::MAX, 0), Vec::<usize>::new());
+        // Cut to multiples of 64 rows when more follow: 532 -> 512, the rest after it; not
+        // the last batch, nor one at the row limit, nor one of 64 rows or fewer.
+        let lengths = |rows: Vec<Vec<MyValue>>, max_rows, multiple| {
+            batches(rows, max_rows, 0, multiple)
+                .map(|b| b.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            lengths((0..1_200).map(|_| row(100)).collect(), usize::MAX, 64),
+            [512, 512, 176]
+        );
+        assert_eq!(
+            lengths((0..2_100).map(|_| row(0)).collect(), 1_000, 64),
+            [1_000, 1_000, 100]
+        );
+        assert_eq!(
+            lengths(vec![row(40_000), row(40_000), row(1)], 10, 64),
+            [1, 2]
+        );
     }
 
     #[test]
