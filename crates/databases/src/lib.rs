@@ -219,7 +219,7 @@
 //! inserted id. `TIME` values beyond one day (or negative) come back as
 //! [`Value::Interval`]; zero dates as NULL; a [`Value::DateTimeTz`] parameter is sent as
 //! its UTC time. `execute_many` turns `INSERT ... VALUES (...)` into multi-row inserts of at
-//! most about 64 KB each, and sends other statements with MariaDB's bulk execution. A transaction's
+//! most about 32 KB each, and sends other statements with MariaDB's bulk execution. A transaction's
 //! `START TRANSACTION` goes with its first statement; when that is an `INSERT`, `REPLACE`,
 //! `UPDATE` or `DELETE` whose values can be written into the SQL, in the same round trip, as
 //! one text query.

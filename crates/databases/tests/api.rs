@@ -260,7 +260,7 @@ async fn execute_many_keeps_every_row_across_batches() {
 #[tokio::test]
 async fn execute_many_keeps_every_row_of_large_values() {
     // 400 rows of 1,500 bytes: 600 KB, more than one statement carries (MySQL and MariaDB
-    // get about 64 KB each), in fewer rows than one multi-row INSERT holds.
+    // get about 32 KB each), in fewer rows than one multi-row INSERT holds.
     for t in common::databases().await {
         let l = &t.label;
         t.recreate("api_wide", "id INTEGER PRIMARY KEY, body TEXT")

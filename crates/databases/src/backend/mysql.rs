@@ -3,7 +3,7 @@
 //! Connections are plain `mysql_async::Conn`s in our pool (no reset round trip when one is
 //! returned); statements are cached per connection. `execute_many` runs inside one
 //! transaction or savepoint: an `INSERT ... VALUES (...)` becomes multi-row inserts of up to
-//! 1,000 rows and about 64 KB each; other statements run in bulk executions of about 64 KB
+//! 1,000 rows and about 32 KB each; other statements run in bulk executions of about 32 KB
 //! on MariaDB and once per row on MySQL.
 //!
 //! A transaction's start (`START TRANSACTION`, `SAVEPOINT sp_N`) waits for its first
@@ -56,8 +56,9 @@ const BATCH_ROWS: usize = 1000;
 /// buffer at its largest size, and writes results through it: after a 400 KB statement,
 /// MariaDB sent a 10,000-row result as one 400 KB burst instead of 16 KB pieces, and reading
 /// it took 35-45% longer for the rest of the connection's life (4.6 -> 6.0-6.8 ms). After
-/// a 60 KB statement, 0-5% longer.
-const BATCH_BYTES: usize = 64 * 1024;
+/// a 64 KB statement still ~6% longer; after 32 KB or 16 KB no longer than the run-to-run
+/// spread (3 runs of each, best of 20 reads).
+const BATCH_BYTES: usize = 32 * 1024;
 /// MySQL's limit on placeholders in one statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
 const STATEMENT_CACHE: usize = 256;
@@ -1187,10 +1188,10 @@ mod tests {
                 .map(|b| b.len())
                 .collect::<Vec<_>>()
         };
-        // 100-byte rows: 11 + 12 + 100 = 123 bytes each, 532 to a 64 KiB batch.
+        // 100-byte rows: 11 + 12 + 100 = 123 bytes each, 266 to a 32 KiB batch.
         assert_eq!(
             sizes((0..1_200).map(|_| row(100)).collect(), usize::MAX, 0),
-            [532, 532, 136]
+            [266, 266, 266, 266, 136]
         );
         // The row limit when it comes first, and the statement text counted per row.
         assert_eq!(
@@ -1199,7 +1200,7 @@ mod tests {
         );
         assert_eq!(
             sizes((0..1_000).map(|_| row(0)).collect(), 1_000, 200),
-            [293, 293, 293, 121]
+            [146, 146, 146, 146, 146, 146, 124]
         );
         // A row larger than a batch goes alone; nothing is lost or reordered.
         let rows = vec![row(10), row(BATCH_BYTES), row(10), row(10)];
@@ -1207,7 +1208,7 @@ mod tests {
         assert_eq!(flat, rows);
         assert_eq!(sizes(rows, usize::MAX, 0), [1, 1, 2]);
         assert_eq!(sizes(Vec::new(), usize::MAX, 0), Vec::<usize>::new());
-        // Cut to multiples of 64 rows when more follow: 532 -> 512, the rest after it; not
+        // Cut to multiples of 64 rows when more follow: 266 -> 256, the rest after it; not
         // the last batch, nor one at the row limit, nor one of 64 rows or fewer.
         let lengths = |rows: Vec<Vec<MyValue>>, max_rows, multiple| {
             batches(rows, max_rows, 0, multiple)
@@ -1216,14 +1217,14 @@ mod tests {
         };
         assert_eq!(
             lengths((0..1_200).map(|_| row(100)).collect(), usize::MAX, 64),
-            [512, 512, 176]
+            [256, 256, 256, 256, 176]
         );
         assert_eq!(
             lengths((0..2_100).map(|_| row(0)).collect(), 1_000, 64),
             [1_000, 1_000, 100]
         );
         assert_eq!(
-            lengths(vec![row(40_000), row(40_000), row(1)], 10, 64),
+            lengths(vec![row(20_000), row(20_000), row(1)], 10, 64),
             [1, 2]
         );
     }
