@@ -1183,48 +1183,40 @@ mod tests {
     #[test]
     fn execute_many_batches_are_bounded_in_rows_and_bytes() {
         let row = |text: usize| vec![MyValue::Int(1), MyValue::Bytes(vec![b'x'; text])];
-        let sizes = |rows: Vec<Vec<MyValue>>, max_rows, overhead| {
-            batches(rows, max_rows, overhead, 1)
+        let rows = |n: usize, text: usize| (0..n).map(|_| row(text)).collect::<Vec<_>>();
+        // The lengths of the batches, for (max_rows, row_overhead, multiple).
+        let lengths = |rows: Vec<Vec<MyValue>>, (max_rows, overhead, multiple)| {
+            batches(rows, max_rows, overhead, multiple)
                 .map(|b| b.len())
                 .collect::<Vec<_>>()
         };
+        let unbounded = (usize::MAX, 0, 1);
         // 100-byte rows: 11 + 12 + 100 = 123 bytes each, 266 to a 32 KiB batch.
         assert_eq!(
-            sizes((0..1_200).map(|_| row(100)).collect(), usize::MAX, 0),
+            lengths(rows(1_200, 100), unbounded),
             [266, 266, 266, 266, 136]
         );
         // The row limit when it comes first, and the statement text counted per row.
+        assert_eq!(lengths(rows(2_500, 0), (1_000, 0, 1)), [1_000, 1_000, 500]);
         assert_eq!(
-            sizes((0..2_500).map(|_| row(0)).collect(), 1_000, 0),
-            [1_000, 1_000, 500]
-        );
-        assert_eq!(
-            sizes((0..1_000).map(|_| row(0)).collect(), 1_000, 200),
+            lengths(rows(1_000, 0), (1_000, 200, 1)),
             [146, 146, 146, 146, 146, 146, 124]
         );
         // A row larger than a batch goes alone; nothing is lost or reordered.
-        let rows = vec![row(10), row(BATCH_BYTES), row(10), row(10)];
-        let flat: Vec<_> = batches(rows.clone(), usize::MAX, 0, 1).flatten().collect();
-        assert_eq!(flat, rows);
-        assert_eq!(sizes(rows, usize::MAX, 0), [1, 1, 2]);
-        assert_eq!(sizes(Vec::new(), usize::MAX, 0), Vec::<usize>::new());
+        let mixed = vec![row(10), row(BATCH_BYTES), row(10), row(10)];
+        let flat: Vec<_> = batches(mixed.clone(), usize::MAX, 0, 1).flatten().collect();
+        assert_eq!(flat, mixed);
+        assert_eq!(lengths(mixed, unbounded), [1, 1, 2]);
+        assert_eq!(lengths(Vec::new(), unbounded), Vec::<usize>::new());
         // Cut to multiples of 64 rows when more follow: 266 -> 256, the rest after it; not
         // the last batch, nor one at the row limit, nor one of 64 rows or fewer.
-        let lengths = |rows: Vec<Vec<MyValue>>, max_rows, multiple| {
-            batches(rows, max_rows, 0, multiple)
-                .map(|b| b.len())
-                .collect::<Vec<_>>()
-        };
         assert_eq!(
-            lengths((0..1_200).map(|_| row(100)).collect(), usize::MAX, 64),
+            lengths(rows(1_200, 100), (usize::MAX, 0, 64)),
             [256, 256, 256, 256, 176]
         );
+        assert_eq!(lengths(rows(2_100, 0), (1_000, 0, 64)), [1_000, 1_000, 100]);
         assert_eq!(
-            lengths((0..2_100).map(|_| row(0)).collect(), 1_000, 64),
-            [1_000, 1_000, 100]
-        );
-        assert_eq!(
-            lengths(vec![row(20_000), row(20_000), row(1)], 10, 64),
+            lengths(vec![row(20_000), row(20_000), row(1)], (10, 0, 64)),
             [1, 2]
         );
     }
