@@ -372,3 +372,127 @@ async fn a_connection_dropped_on_a_plain_thread_goes_back_to_the_pool() {
         assert!(dropped.is_ok(), "{l}: dropping the database panicked");
     }
 }
+
+/// Prepared statements still open in the session of `conn`, counting the statement that
+/// asks.
+async fn open_statements(conn: &mut databases::Connection) -> i64 {
+    match conn.backend() {
+        databases::Backend::Postgres => conn
+            .fetch_val::<i64>("SELECT COUNT(*) FROM pg_prepared_statements", (), 0)
+            .await
+            .unwrap()
+            .unwrap(),
+        _ => {
+            let rows = conn
+                .fetch_all(
+                    "SHOW SESSION STATUS WHERE Variable_name IN \
+                     ('Com_stmt_prepare', 'Com_stmt_close')",
+                    (),
+                )
+                .await
+                .unwrap();
+            let count = |name: &str| -> i64 {
+                let row = rows
+                    .iter()
+                    .find(|r| r.get::<String>(0).unwrap() == name)
+                    .unwrap_or_else(|| panic!("no {name} in SHOW SESSION STATUS"));
+                row.get::<String>(1).unwrap().parse().unwrap()
+            };
+            count("Com_stmt_prepare") - count("Com_stmt_close")
+        }
+    }
+}
+
+/// With `statement_cache=false` every statement is closed on the server after use, on
+/// success and on failure: an open one lives as long as the session and counts against the
+/// server's limit (MySQL's `max_prepared_stmt_count` is server-wide).
+#[tokio::test]
+async fn statements_are_closed_with_the_statement_cache_off() {
+    for url in common::server_urls() {
+        let mut options = url.options().to_vec();
+        options.push(("statement_cache".to_owned(), "false".to_owned()));
+        let url = url.with_options(options).unwrap();
+        let db =
+            databases::Database::with_options(&url, DatabaseOptions::new().min_size(1).max_size(1))
+                .unwrap();
+        db.connect().await.unwrap();
+        let l = url.to_string();
+        db.execute("DROP TABLE IF EXISTS rb_stmt", ())
+            .await
+            .unwrap();
+        db.execute("CREATE TABLE rb_stmt (x INTEGER PRIMARY KEY)", ())
+            .await
+            .unwrap();
+        let mut conn = db.connection().await.unwrap();
+        for round in 0..3 {
+            let base = round * 100;
+            conn.execute(
+                "INSERT INTO rb_stmt (x) VALUES (:x)",
+                params! { "x" => base },
+            )
+            .await
+            .unwrap();
+            conn.execute_many(
+                "INSERT INTO rb_stmt (x) VALUES (:x)",
+                (1..4).map(|i| params! { "x" => base + i }),
+            )
+            .await
+            .unwrap();
+            conn.execute_many(
+                "UPDATE rb_stmt SET x = x WHERE x = :x",
+                (1..4).map(|i| params! { "x" => base + i }),
+            )
+            .await
+            .unwrap();
+            let all = conn
+                .fetch_all(
+                    "SELECT x FROM rb_stmt WHERE x >= :x",
+                    params! { "x" => base },
+                )
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 4, "{l}");
+            conn.fetch_one(
+                "SELECT x FROM rb_stmt WHERE x = :x",
+                params! { "x" => base },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            conn.fetch_val::<i64>("SELECT COUNT(*) FROM rb_stmt", (), 0)
+                .await
+                .unwrap();
+            let streamed: Vec<_> = conn
+                .iterate(
+                    "SELECT x FROM rb_stmt WHERE x >= :x",
+                    params! { "x" => base },
+                )
+                .collect()
+                .await;
+            assert_eq!(streamed.len(), 4, "{l}");
+            // Failures: a duplicate key, in one statement and in a batch.
+            conn.execute(
+                "INSERT INTO rb_stmt (x) VALUES (:x)",
+                params! { "x" => base },
+            )
+            .await
+            .unwrap_err();
+            conn.execute_many(
+                "INSERT INTO rb_stmt (x) VALUES (:x)",
+                [params! { "x" => base + 50 }, params! { "x" => base }],
+            )
+            .await
+            .unwrap_err();
+            conn.execute_many(
+                "UPDATE rb_stmt SET x = :to WHERE x = :x",
+                [params! { "x" => base + 1, "to" => base + 2 }],
+            )
+            .await
+            .unwrap_err();
+        }
+        assert_eq!(open_statements(&mut conn).await, 1, "{l}");
+        drop(conn);
+        db.execute("DROP TABLE rb_stmt", ()).await.unwrap();
+        db.disconnect().await.unwrap();
+    }
+}

@@ -1,7 +1,8 @@
 //! MySQL and MariaDB through mysql_async, on its binary (prepared statement) protocol.
 //!
 //! Connections are plain `mysql_async::Conn`s in our pool (no reset round trip when one is
-//! returned); statements are cached per connection. `execute_many` runs inside one
+//! returned); statements are cached per connection, or with `?statement_cache=false`
+//! prepared for each use and closed after it. `execute_many` runs inside one
 //! transaction or savepoint: an `INSERT ... VALUES (...)` becomes multi-row inserts of up to
 //! 1,000 rows and about 32 KB each; other statements run in bulk executions of about 32 KB
 //! on MariaDB and once per row on MySQL.
@@ -13,8 +14,9 @@
 //! Cancellation: as on PostgreSQL, an operation whose future is dropped poisons the
 //! connection (the pool discards it) and a `KILL CONNECTION` from a separate connection ends
 //! its session on the server, which stops the statement. A `command_timeout` sends
-//! `KILL QUERY` instead and keeps the connection when that is what stopped the statement. `iterate` runs the query in a task that owns the connection and
-//! hands it back when the rows are done.
+//! `KILL QUERY` instead and keeps the connection when that is what stopped the statement.
+//! `iterate` runs the query in a task that owns the connection and hands it back when the
+//! rows are done.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use futures_util::stream::BoxStream;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Column, Conn, Opts, OptsBuilder, Params, SslOpts, Value as MyValue};
+use mysql_async::{Column, Conn, Opts, OptsBuilder, Params, SslOpts, Statement, Value as MyValue};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
@@ -362,23 +364,28 @@ impl MyConnection {
         let params = to_params(query.values, &query.names, None)?;
         let sql = query.sql;
         self.run(async move |conn| {
-            let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
-            let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-            let mut returned = Value::Null;
-            if let Some(row) = result.next().await.map_err(map_error)?
-                && let Some(first) = row.unwrap().into_iter().next()
-            {
-                returned = decode(first, &columns[0])?;
+            let stmt = prepare(conn, &sql).await?;
+            let done = async {
+                let mut result = conn.exec_iter(&stmt, params).await.map_err(map_error)?;
+                let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+                let mut returned = Value::Null;
+                if let Some(row) = result.next().await.map_err(map_error)?
+                    && let Some(first) = row.unwrap().into_iter().next()
+                {
+                    returned = decode(first, &columns[0])?;
+                }
+                while result.next().await.map_err(map_error)?.is_some() {}
+                let rows_affected = result.affected_rows();
+                let last_insert_id = result.last_insert_id().unwrap_or(0);
+                result.drop_result().await.map_err(map_error)?;
+                Ok(ExecuteResult {
+                    rows_affected,
+                    last_insert_id: Some(i64::try_from(last_insert_id).unwrap_or(i64::MAX)),
+                    returned,
+                })
             }
-            while result.next().await.map_err(map_error)?.is_some() {}
-            let rows_affected = result.affected_rows();
-            let last_insert_id = result.last_insert_id().unwrap_or(0);
-            result.drop_result().await.map_err(map_error)?;
-            Ok(ExecuteResult {
-                rows_affected,
-                last_insert_id: Some(i64::try_from(last_insert_id).unwrap_or(i64::MAX)),
-                returned,
-            })
+            .await;
+            done_with(conn, stmt, done).await
         })
         .await
     }
@@ -458,18 +465,23 @@ impl MyConnection {
         let params = to_params(query.values, &query.names, None)?;
         let sql = query.sql;
         self.run(async move |conn| {
-            let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
-            let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-            let columns = columns_of(&sql, &meta);
-            let mut out = Rows::new(columns);
-            // Rows past the limit are read and dropped: the connection must end idle.
-            while let Some(row) = result.next().await.map_err(map_error)? {
-                if limit.is_none_or(|l| out.len() < l) {
-                    out.push(|values| decode_row(row.unwrap(), &meta, values))?;
+            let stmt = prepare(conn, &sql).await?;
+            let done = async {
+                let mut result = conn.exec_iter(&stmt, params).await.map_err(map_error)?;
+                let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+                let columns = columns_of(&sql, &meta);
+                let mut out = Rows::new(columns);
+                // Rows past the limit are read and dropped: the connection must end idle.
+                while let Some(row) = result.next().await.map_err(map_error)? {
+                    if limit.is_none_or(|l| out.len() < l) {
+                        out.push(|values| decode_row(row.unwrap(), &meta, values))?;
+                    }
                 }
+                result.drop_result().await.map_err(map_error)?;
+                Ok(out.into_records())
             }
-            result.drop_result().await.map_err(map_error)?;
-            Ok(out.into_records())
+            .await;
+            done_with(conn, stmt, done).await
         })
         .await
     }
@@ -496,25 +508,38 @@ impl MyConnection {
             // Dropped when this task ends, which lets the connection's next operation start.
             let _streamed = streamed;
             let produce = async {
-                let mut result = conn.exec_iter(&*sql, params).await.map_err(map_error)?;
-                let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-                let columns = columns_of(&sql, &meta);
-                let mut chunk = Rows::new(columns);
-                while let Some(row) = result.next().await.map_err(map_error)? {
-                    chunk.push(|values| decode_row(row.unwrap(), &meta, values))?;
-                    if chunk.len() == CHUNK_ROWS {
-                        let full = chunk.take();
-                        if tx.send(Ok(full)).await.is_err() {
-                            // The stream was dropped.
-                            if keep.load(Ordering::SeqCst) {
+                let stmt = prepare(&mut conn, &sql).await?;
+                // The last chunk once the result is fully read; `None` when the stream was
+                // dropped before (the connection is then dropped, its statements with it).
+                let read = async {
+                    let mut result = conn.exec_iter(&stmt, params).await.map_err(map_error)?;
+                    let meta = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+                    let columns = columns_of(&sql, &meta);
+                    let mut chunk = Rows::new(columns);
+                    while let Some(row) = result.next().await.map_err(map_error)? {
+                        chunk.push(|values| decode_row(row.unwrap(), &meta, values))?;
+                        if chunk.len() == CHUNK_ROWS {
+                            let full = chunk.take();
+                            if tx.send(Ok(full)).await.is_err() {
+                                // The stream was dropped.
+                                if !keep.load(Ordering::SeqCst) {
+                                    return Ok(None);
+                                }
                                 result.drop_result().await.map_err(map_error)?;
-                                return Ok(true);
+                                return Ok(Some(chunk));
                             }
-                            return Ok(false);
                         }
                     }
+                    result.drop_result().await.map_err(map_error)?;
+                    Ok(Some(chunk))
                 }
-                result.drop_result().await.map_err(map_error)?;
+                .await;
+                let read = match read {
+                    Ok(None) => return Ok(false),
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Err(e) => Err(e),
+                };
+                let chunk = done_with(&mut conn, stmt, read).await?;
                 // The result is fully read: the connection goes back even if nobody takes
                 // the last chunk.
                 if !chunk.is_empty() {
@@ -694,26 +719,30 @@ async fn after_starts(
 async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Result<u64> {
     let width = rows.first().map_or(0, Vec::len);
     let Some((head, tuple)) = super::split_values_clause(sql).filter(|_| width > 0) else {
-        // MariaDB (10 and up; MySQL has no 10.x) executes a prepared statement for a batch
-        // of parameter rows in one round trip, which exec_batch uses.
-        if conn.server_version().0 >= 10 && width > 0 {
+        let stmt = prepare(conn, sql).await?;
+        let done = async {
             let mut total = 0;
-            for batch in batches(rows, usize::MAX, 0, 1) {
-                conn.exec_batch(sql, batch.into_iter().map(Params::Positional))
+            // MariaDB (10 and up; MySQL has no 10.x) executes a prepared statement for a
+            // batch of parameter rows in one round trip, which exec_batch uses.
+            if conn.server_version().0 >= 10 && width > 0 {
+                for batch in batches(rows, usize::MAX, 0, 1) {
+                    conn.exec_batch(&stmt, batch.into_iter().map(Params::Positional))
+                        .await
+                        .map_err(map_error)?;
+                    total += conn.affected_rows();
+                }
+                return Ok(total);
+            }
+            for (i, row) in rows.into_iter().enumerate() {
+                conn.exec_drop(&stmt, Params::Positional(row))
                     .await
-                    .map_err(map_error)?;
+                    .map_err(|e| with_row(map_error(e), i))?;
                 total += conn.affected_rows();
             }
-            return Ok(total);
+            Ok(total)
         }
-        let mut total = 0;
-        for (i, row) in rows.into_iter().enumerate() {
-            conn.exec_drop(sql, Params::Positional(row))
-                .await
-                .map_err(|e| with_row(map_error(e), i))?;
-            total += conn.affected_rows();
-        }
-        return Ok(total);
+        .await;
+        return done_with(conn, stmt, done).await;
     };
     let per_batch = BATCH_ROWS.min(MAX_PLACEHOLDERS / width).max(1);
     let mut total = 0;
@@ -729,12 +758,37 @@ async fn insert_many(conn: &mut Conn, sql: &str, rows: Vec<Vec<MyValue>>) -> Res
             statement.push_str(tuple);
         }
         let values: Vec<MyValue> = batch.into_iter().flatten().collect();
-        conn.exec_drop(statement.as_str(), Params::Positional(values))
+        let stmt = prepare(conn, &statement).await?;
+        let done = conn
+            .exec_drop(&stmt, Params::Positional(values))
             .await
-            .map_err(map_error)?;
+            .map_err(map_error);
+        done_with(conn, stmt, done).await?;
         total += conn.affected_rows();
     }
     Ok(total)
+}
+
+/// The prepared statement for `sql`: from the connection's statement cache, or, with the
+/// cache off (`statement_cache=false`), prepared for this use. Either way it goes to
+/// [`done_with`] once its result has been read.
+async fn prepare(conn: &mut Conn, sql: &str) -> Result<Statement> {
+    conn.prep(sql).await.map_err(map_error)
+}
+
+/// Ends the use of `stmt`, whose outcome was `result`. With the statement cache off it is
+/// closed on the server: mysql_async keeps no statement then, and one left open would live
+/// as long as the session, counting against the server-wide `max_prepared_stmt_count`.
+/// (A cached statement is closed when the cache drops it.)
+async fn done_with<T>(conn: &mut Conn, stmt: Statement, result: Result<T>) -> Result<T> {
+    if conn.opts().stmt_cache_size() > 0 {
+        return result;
+    }
+    let closed = conn.close(stmt).await.map_err(map_error);
+    // The statement's own error comes first.
+    let value = result?;
+    closed?;
+    Ok(value)
 }
 
 /// Splits `rows` into batches of at most `max_rows` rows and about [`BATCH_BYTES`] bytes
