@@ -197,7 +197,9 @@
 //! server declares for them, so an integer bound to a `numeric` or `float8` placeholder
 //! works. URL options: `sslmode` (`disable`, `prefer` (the default, as libpq), `require`,
 //! `verify-ca`, `verify-full`), `ssl=true|false`, `sslrootcert`, `statement_cache=false`
-//! (for PgBouncer in transaction mode), `application_name`, `connect_timeout` and
+//! (for PgBouncer in transaction mode: each statement then goes unprepared, in one round
+//! trip, its values in text form for the server to read as the types it needs),
+//! `application_name`, `connect_timeout` and
 //! `command_timeout` (seconds), and `host=/run/postgresql` for a unix socket. `execute`
 //! returns the first column of the first row the statement returns (`RETURNING id`).
 //! `execute_many` turns `INSERT ... VALUES (...)` (nothing after the tuple) into multi-row

@@ -265,127 +265,152 @@ async fn postgres_types() {
         .await;
 
         // Parameters adapt to the type the server declares for them.
-        check_params(
-            &t,
-            &[
-                ("int2", Value::Int(-32768), Value::Int(-32768)),
-                ("int8", Value::Int(i64::MIN), Value::Int(i64::MIN)),
-                ("int8", Value::Int(i64::MAX), Value::Int(i64::MAX)),
-                ("int8", Value::UInt(7), Value::Int(7)),
-                ("float8", Value::Int(3), Value::Float(3.0)),
-                ("float8", Value::Float(f64::NAN), Value::Float(f64::NAN)),
-                (
-                    "float8",
-                    Value::Float(f64::INFINITY),
-                    Value::Float(f64::INFINITY),
-                ),
-                (
-                    "float8",
-                    Value::Float(f64::NEG_INFINITY),
-                    Value::Float(f64::NEG_INFINITY),
-                ),
-                ("numeric", Value::Int(42), Value::Decimal(Decimal::from(42))),
-                (
-                    "numeric",
-                    Value::UInt(u64::MAX),
-                    Value::Decimal(Decimal::from(u64::MAX)),
-                ),
-                (
-                    "numeric",
-                    Value::Decimal(Decimal::new(-12345, 4)),
-                    Value::Decimal(Decimal::new(-12345, 4)),
-                ),
-                (
-                    "numeric",
-                    Value::Text("0.1".into()),
-                    Value::Decimal(Decimal::new(1, 1)),
-                ),
-                ("text", Value::Text(big_text()), Value::Text(big_text())),
-                (
-                    "bytea",
-                    Value::Bytes(big_bytes()),
-                    Value::Bytes(big_bytes()),
-                ),
-                ("text", Value::Int(5), Value::Text("5".into())),
-                ("bool", Value::Bool(false), Value::Bool(false)),
-                (
-                    "date",
-                    Value::Date(date(1, 1, 1)),
-                    Value::Date(date(1, 1, 1)),
-                ),
-                (
-                    "date",
-                    Value::Text("2024-02-29".into()),
-                    Value::Date(date(2024, 2, 29)),
-                ),
-                (
-                    "time",
-                    Value::Time(time(0, 0, 0, 1)),
-                    Value::Time(time(0, 0, 0, 1)),
-                ),
-                (
-                    "timetz",
-                    Value::TimeTz(time(10, 0, 0, 0), FixedOffset::west_opt(3600).unwrap()),
-                    Value::TimeTz(time(10, 0, 0, 0), FixedOffset::west_opt(3600).unwrap()),
-                ),
-                (
-                    "timestamp",
-                    Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 123_456))),
-                    Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 123_456))),
-                ),
-                (
-                    "timestamptz",
-                    Value::DateTimeTz(tz("2024-01-31T10:00:00+05:30")),
-                    Value::DateTimeTz(tz("2024-01-31T04:30:00+00:00")),
-                ),
-                (
-                    "timestamptz",
-                    Value::Text("2024-01-31 10:00:00-01:00".into()),
-                    Value::DateTimeTz(tz("2024-01-31T11:00:00+00:00")),
-                ),
-                (
-                    "interval",
-                    Value::Interval {
-                        months: -1,
-                        days: 40,
-                        microseconds: 1,
-                    },
-                    Value::Interval {
-                        months: -1,
-                        days: 40,
-                        microseconds: 1,
-                    },
-                ),
-                (
-                    "uuid",
-                    Value::Uuid(databases::uuid::Uuid::max()),
-                    Value::Uuid(databases::uuid::Uuid::max()),
-                ),
-                (
-                    "jsonb",
-                    Value::Json(serde_json::json!({"k": [1, "x"]})),
-                    Value::Json(serde_json::json!({"k": [1, "x"]})),
-                ),
-                (
-                    "json",
-                    Value::Text("[1, 2]".into()),
-                    Value::Json(serde_json::json!([1, 2])),
-                ),
-                (
-                    "types_mood",
-                    Value::Text("sad".into()),
-                    Value::Text("sad".into()),
-                ),
-                (
-                    "int4[]",
-                    Value::Array(vec![Value::Int(1), Value::Null]),
-                    Value::Array(vec![Value::Int(1), Value::Null]),
-                ),
-                ("text[]", Value::array(["é", ""]), Value::array(["é", ""])),
-                ("int8", Value::Null, Value::Null),
-            ],
-        )
-        .await;
+        let cases = [
+            ("int2", Value::Int(-32768), Value::Int(-32768)),
+            ("int8", Value::Int(i64::MIN), Value::Int(i64::MIN)),
+            ("int8", Value::Int(i64::MAX), Value::Int(i64::MAX)),
+            ("int8", Value::UInt(7), Value::Int(7)),
+            ("float8", Value::Int(3), Value::Float(3.0)),
+            ("float8", Value::Float(f64::NAN), Value::Float(f64::NAN)),
+            (
+                "float8",
+                Value::Float(f64::INFINITY),
+                Value::Float(f64::INFINITY),
+            ),
+            (
+                "float8",
+                Value::Float(f64::NEG_INFINITY),
+                Value::Float(f64::NEG_INFINITY),
+            ),
+            ("numeric", Value::Int(42), Value::Decimal(Decimal::from(42))),
+            (
+                "numeric",
+                Value::UInt(u64::MAX),
+                Value::Decimal(Decimal::from(u64::MAX)),
+            ),
+            (
+                "numeric",
+                Value::Decimal(Decimal::new(-12345, 4)),
+                Value::Decimal(Decimal::new(-12345, 4)),
+            ),
+            (
+                "numeric",
+                Value::Text("0.1".into()),
+                Value::Decimal(Decimal::new(1, 1)),
+            ),
+            ("text", Value::Text(big_text()), Value::Text(big_text())),
+            (
+                "bytea",
+                Value::Bytes(big_bytes()),
+                Value::Bytes(big_bytes()),
+            ),
+            ("text", Value::Int(5), Value::Text("5".into())),
+            ("bool", Value::Bool(false), Value::Bool(false)),
+            (
+                "date",
+                Value::Date(date(1, 1, 1)),
+                Value::Date(date(1, 1, 1)),
+            ),
+            (
+                "date",
+                Value::Text("2024-02-29".into()),
+                Value::Date(date(2024, 2, 29)),
+            ),
+            (
+                "time",
+                Value::Time(time(0, 0, 0, 1)),
+                Value::Time(time(0, 0, 0, 1)),
+            ),
+            (
+                "timetz",
+                Value::TimeTz(time(10, 0, 0, 0), FixedOffset::west_opt(3600).unwrap()),
+                Value::TimeTz(time(10, 0, 0, 0), FixedOffset::west_opt(3600).unwrap()),
+            ),
+            (
+                "timestamp",
+                Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 123_456))),
+                Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 123_456))),
+            ),
+            (
+                "timestamptz",
+                Value::DateTimeTz(tz("2024-01-31T10:00:00+05:30")),
+                Value::DateTimeTz(tz("2024-01-31T04:30:00+00:00")),
+            ),
+            (
+                "timestamptz",
+                Value::Text("2024-01-31 10:00:00-01:00".into()),
+                Value::DateTimeTz(tz("2024-01-31T11:00:00+00:00")),
+            ),
+            (
+                "interval",
+                Value::Interval {
+                    months: -1,
+                    days: 40,
+                    microseconds: 1,
+                },
+                Value::Interval {
+                    months: -1,
+                    days: 40,
+                    microseconds: 1,
+                },
+            ),
+            (
+                "uuid",
+                Value::Uuid(databases::uuid::Uuid::max()),
+                Value::Uuid(databases::uuid::Uuid::max()),
+            ),
+            (
+                "jsonb",
+                Value::Json(serde_json::json!({"k": [1, "x"]})),
+                Value::Json(serde_json::json!({"k": [1, "x"]})),
+            ),
+            (
+                "json",
+                Value::Text("[1, 2]".into()),
+                Value::Json(serde_json::json!([1, 2])),
+            ),
+            (
+                "types_mood",
+                Value::Text("sad".into()),
+                Value::Text("sad".into()),
+            ),
+            (
+                "int4[]",
+                Value::Array(vec![Value::Int(1), Value::Null]),
+                Value::Array(vec![Value::Int(1), Value::Null]),
+            ),
+            ("text[]", Value::array(["é", ""]), Value::array(["é", ""])),
+            ("int8", Value::Null, Value::Null),
+            (
+                "text[]",
+                Value::array(["a\"b", "c\\d", "{x,y}", "NULL"]),
+                Value::array(["a\"b", "c\\d", "{x,y}", "NULL"]),
+            ),
+            (
+                "date",
+                Value::Date(date(-43, 3, 15)),
+                Value::Date(date(-43, 3, 15)),
+            ),
+            ("float8", Value::Float(f64::NAN), Value::Float(f64::NAN)),
+            (
+                "float8",
+                Value::Float(f64::NEG_INFINITY),
+                Value::Float(f64::NEG_INFINITY),
+            ),
+            ("float8", Value::Float(1e-300), Value::Float(1e-300)),
+            (
+                "timestamptz",
+                Value::DateTime(date(2024, 1, 31).and_time(time(10, 0, 0, 0))),
+                Value::DateTimeTz(tz("2024-01-31T10:00:00+00:00")),
+            ),
+        ];
+        check_params(&t, &cases).await;
+        // Sent unprepared (`statement_cache=false`), in their text forms, the values are
+        // read as the same types.
+        let mut options = t.url().options().to_vec();
+        options.push(("statement_cache".to_owned(), "false".to_owned()));
+        let unprepared = common::TestDb::open(t.url().with_options(options).unwrap()).await;
+        check_params(&unprepared, &cases).await;
 
         // Errors name the parameter or the column, and the types.
         let e = t

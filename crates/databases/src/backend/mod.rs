@@ -50,7 +50,6 @@ pub(crate) fn convert_values<T>(
 /// made and kept otherwise. A query run again then hands out the same `Arc<Columns>`, so
 /// the records of its results share one set of names and the Python layer one column map
 /// (it recognises the `Arc`), without copying each name for every query.
-#[cfg(any(feature = "sqlite", feature = "mysql"))]
 fn shared_columns<N: AsRef<str>>(
     cache: &mut crate::SqlMap<std::sync::Arc<crate::record::Columns>>,
     sql: &str,

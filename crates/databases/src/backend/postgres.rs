@@ -2,8 +2,9 @@
 //!
 //! Statements are prepared once per connection and cached (the server then knows each
 //! parameter's type, and values adapt to it: an integer bound to a `float8` or `numeric`
-//! column works). `?statement_cache=false` prepares every statement anew, for PgBouncer in
-//! transaction mode. Rows are decoded at run time from the binary protocol into [`Value`].
+//! column works). `?statement_cache=false`, for PgBouncer in transaction mode, prepares
+//! nothing: each statement goes unprepared in one round trip (see [`unprepared`]). Rows are
+//! decoded at run time from the binary protocol into [`Value`].
 //!
 //! `execute_many` of a plain `INSERT ... VALUES (...)` sends multi-row inserts of up to
 //! [`BATCH_ROWS`] rows, the tuple copied with its placeholders numbered on; anything else is
@@ -32,7 +33,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use fallible_iterator::FallibleIterator;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -715,6 +716,16 @@ impl PgConnection {
         Ok(self.prepared(sql).await?.statement)
     }
 
+    /// What `execute_many` sends for `sql`: its prepared statement, or with the statement
+    /// cache off the text itself (see [`unprepared`]).
+    async fn batch(&mut self, sql: Arc<str>) -> Result<Batch> {
+        Ok(if self.statement_cache {
+            Batch::Prepared(self.statement(&sql).await?)
+        } else {
+            Batch::Unprepared(sql)
+        })
+    }
+
     /// [`PgConnection::statement`] with its column names.
     async fn prepared(&mut self, sql: &str) -> Result<Prepared> {
         if let Some(prepared) = self.statements.get(sql) {
@@ -744,11 +755,26 @@ impl PgConnection {
 
     /// Prepares `query` (or takes it from the cache) and sends it with its values, after the
     /// transaction starts not sent yet; returns its rows, not read yet, and their column
-    /// names.
+    /// names, or `None` when they come with the rows (a statement sent unprepared, see
+    /// [`unprepared`]).
     async fn send_query(
         &mut self,
         query: &BoundQuery,
-    ) -> Result<(tokio_postgres::RowStream, Arc<Columns>)> {
+    ) -> Result<(tokio_postgres::RowStream, Option<Arc<Columns>>)> {
+        if !self.statement_cache {
+            let rows = (self.starts)
+                .then(
+                    &self.client,
+                    std::pin::pin!(unprepared(
+                        &self.client,
+                        &query.sql,
+                        &query.values,
+                        &query.names
+                    )),
+                )
+                .await?;
+            return Ok((rows, None));
+        }
         let Prepared { statement, columns } = self.prepared(&query.sql).await?;
         let params = bind_params(&statement, query)?;
         let rows = (self.starts)
@@ -757,7 +783,7 @@ impl PgConnection {
                 std::pin::pin!(self.client.query_raw(&statement, params.iter())),
             )
             .await?;
-        Ok((rows, columns))
+        Ok((rows, Some(columns)))
     }
 
     /// Runs one operation: poisons the connection while it is in flight, applies the
@@ -830,7 +856,7 @@ impl PgConnection {
             // at once below.
             let width = query.names.len();
             // (statement, values, first row, rows): the rows are named only in an error.
-            let mut sends: Vec<(Statement, Vec<Value>, usize, usize)> = Vec::new();
+            let mut sends: Vec<(Batch, Vec<Value>, usize, usize)> = Vec::new();
             if let Some((head, tuple)) = super::split_values_clause(&query.sql)
                 .filter(|(head, tuple)| width > 0 && numbers_all_placeholders(head, tuple, width))
             {
@@ -840,20 +866,23 @@ impl PgConnection {
                 while rows.peek().is_some() {
                     let batch: Vec<Vec<Value>> = rows.by_ref().take(per_batch).collect();
                     let sql = multi_row_insert(head, tuple, width, batch.len());
-                    let stmt = this.statement(&sql).await?;
+                    let stmt = this.batch(sql.into()).await?;
                     let count = batch.len();
                     sends.push((stmt, batch.into_iter().flatten().collect(), first, count));
                     first += count;
                 }
             } else {
-                let stmt = this.statement(&query.sql).await?;
+                let stmt = this.batch(query.sql.clone()).await?;
                 for (i, values) in rows.into_iter().enumerate() {
                     sends.push((stmt.clone(), values, i, 1));
                 }
             }
             let bound = sends
                 .iter()
-                .map(|(stmt, values, first, count)| {
+                .map(|(send, values, first, count)| {
+                    let Batch::Prepared(stmt) = send else {
+                        return Ok(Vec::new()); // sent in text form, as it is
+                    };
                     bind_values(stmt, values, &query.names).map_err(|e| {
                         let at = match count {
                             1 => format!("row {first}"),
@@ -884,11 +913,22 @@ impl PgConnection {
                 }
             };
             let begin = client.batch_execute(open);
+            let names = &query.names;
             let inserts = futures_util::future::try_join_all(
                 sends
                     .iter()
                     .zip(&bound)
-                    .map(|((stmt, ..), params)| client.execute_raw(stmt, params.iter())),
+                    .map(|((send, values, ..), params)| async move {
+                        match send {
+                            Batch::Prepared(stmt) => client.execute_raw(stmt, params.iter()).await,
+                            Batch::Unprepared(sql) => {
+                                let rows = unprepared(client, sql, values, names).await?;
+                                let mut rows = std::pin::pin!(rows);
+                                while rows.try_next().await?.is_some() {}
+                                Ok(rows.rows_affected().unwrap_or(0))
+                            }
+                        }
+                    }),
             );
             let (started, began, counts) = if this.command_timeout.is_none() {
                 let (started, began, counts) =
@@ -942,14 +982,15 @@ impl PgConnection {
         self.run(async move |this| {
             let (rows, columns) = this.send_query(&query).await?;
             let mut rows = std::pin::pin!(rows);
-            let mut out = Rows::new(columns);
+            let mut out = columns.map(Rows::new);
             // Rows past the limit are read and dropped: the connection must end idle.
             while let Some(row) = rows.try_next().await.map_err(map_error)? {
+                let out = out.get_or_insert_with(|| Rows::new(columns_of_row(&query.sql, &row)));
                 if limit.is_none_or(|l| out.len() < l) {
                     out.push(|values| decode_row(&row, values))?;
                 }
             }
-            Ok(out.into_records())
+            Ok(out.map_or_else(Vec::new, Rows::into_records))
         })
         .await
     }
@@ -972,6 +1013,7 @@ impl PgConnection {
             Ok((rows, columns)) => Ok(Box::pin(PgRows {
                 rows: Box::pin(rows),
                 columns,
+                sql: query.sql.clone(),
                 guard: Some(guard),
                 keep,
             })),
@@ -1030,7 +1072,9 @@ impl PgConnection {
 /// The rows of an `iterate`, decoded as they arrive.
 struct PgRows {
     rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
-    columns: Arc<Columns>,
+    /// `None` until the first row for a statement sent unprepared.
+    columns: Option<Arc<Columns>>,
+    sql: Arc<str>,
     guard: Option<InFlight>,
     /// Dropped early, leave the connection usable: tokio-postgres reads and drops the rest
     /// of the result before the next statement's, so no cancel request is sent.
@@ -1058,9 +1102,13 @@ impl futures_core::Stream for PgRows {
         match self.rows.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(row))) => {
                 let mut values = Vec::with_capacity(row.len());
+                let this = &mut *self;
+                let columns = this
+                    .columns
+                    .get_or_insert_with(|| columns_of_row(&this.sql, &row))
+                    .clone();
                 Poll::Ready(Some(
-                    decode_row(&row, &mut values)
-                        .map(|()| Record::new(self.columns.clone(), values)),
+                    decode_row(&row, &mut values).map(|()| Record::new(columns, values)),
                 ))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -1079,6 +1127,65 @@ impl futures_core::Stream for PgRows {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// A statement of `execute_many`, ready to send.
+#[derive(Clone)]
+enum Batch {
+    Prepared(Statement),
+    /// With the statement cache off (see [`unprepared`]).
+    Unprepared(Arc<str>),
+}
+
+/// The type of a parameter sent without one: the server infers it from where the
+/// placeholder stands, as for a statement prepared without parameter types.
+static UNSPECIFIED: std::sync::LazyLock<Type> = std::sync::LazyLock::new(|| {
+    Type::new(
+        "unspecified".to_owned(),
+        0,
+        Kind::Pseudo,
+        "pg_catalog".to_owned(),
+    )
+});
+
+/// Sends `sql` with `values` without a prepared statement of its own, for a connection pooler
+/// in transaction mode (PgBouncer before 1.21), which may hand each round trip a different
+/// server session: a statement prepared in one round trip and run in the next may not exist
+/// there. Parse, bind, describe and execute go in one message through the unnamed
+/// statement, each value in its text form with no declared type, so the server reads it as
+/// the type the statement needs where its placeholder stands ([`TextParam`]); the rows come
+/// in the binary format, decoded as usual. Bytes are the exception: they go as `bytea`,
+/// which a text column refuses, where their text form would be stored as text.
+fn unprepared<'a>(
+    client: &'a Client,
+    sql: &'a str,
+    values: &'a [Value],
+    names: &'a [String],
+) -> impl Future<Output = std::result::Result<tokio_postgres::RowStream, tokio_postgres::Error>> + 'a
+{
+    let params = values
+        .iter()
+        .zip(names.iter().cycle())
+        .map(|(value, name)| {
+            let ty = match value {
+                Value::Bytes(_) => Type::BYTEA,
+                _ => UNSPECIFIED.clone(),
+            };
+            (TextParam { value, name }, ty)
+        });
+    client.query_typed_raw(sql, params)
+}
+
+/// The column names of a result of `sql` sent unprepared, read off one of its rows (shared
+/// per SQL text, see `shared_columns`).
+fn columns_of_row(sql: &str, row: &tokio_postgres::Row) -> Arc<Columns> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<crate::SqlMap<Arc<Columns>>> =
+            std::cell::RefCell::default();
+    }
+    CACHE.with_borrow_mut(|cache| {
+        super::shared_columns(cache, sql, row.columns().iter().map(|c| c.name()))
+    })
 }
 
 fn bind_params<'q>(stmt: &Statement, query: &'q BoundQuery) -> Result<Vec<PgParam<'q>>> {
@@ -1608,6 +1715,152 @@ impl ToSql for PgParam<'_> {
     postgres_types::to_sql_checked!();
 }
 
+/// A parameter sent in its text form with no declared type (see [`unprepared`]).
+struct TextParam<'a> {
+    value: &'a Value,
+    name: &'a str,
+}
+
+impl std::fmt::Debug for TextParam<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "parameter ':{}'", self.name)
+    }
+}
+
+impl ToSql for TextParam<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self.value {
+            Value::Null => return Ok(IsNull::Yes),
+            Value::Bytes(bytes) if *ty == Type::BYTEA => {
+                out.put_slice(bytes);
+                return Ok(IsNull::No);
+            }
+            _ => {}
+        }
+        write_text(self.value, out).map_err(|why| {
+            Box::new(ParamError(format!(
+                "parameter ':{}': cannot send {} ({why})",
+                self.name,
+                self.value.type_name()
+            ))) as BoxError
+        })?;
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, ty: &Type) -> postgres_types::Format {
+        if *ty == Type::BYTEA {
+            postgres_types::Format::Binary
+        } else {
+            postgres_types::Format::Text
+        }
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+/// Writes the text form of `value` as PostgreSQL reads it for any type it may stand for:
+/// a date and time without a zone as UTC (`+00`, which a `timestamp` ignores), as the
+/// binary form sends it; one with a zone as the same instant in UTC.
+fn write_text(value: &Value, out: &mut BytesMut) -> std::result::Result<(), BoxError> {
+    use std::fmt::Write as _;
+    match value {
+        // Only inside an array: a NULL parameter sends no text.
+        Value::Null => out.put_slice(b"NULL"),
+        Value::Bool(b) => out.put_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => write!(out, "{i}")?,
+        Value::UInt(u) => write!(out, "{u}")?,
+        Value::Float(f) if f.is_nan() => out.put_slice(b"NaN"),
+        Value::Float(f) if f.is_infinite() => {
+            out.put_slice(if *f > 0.0 { b"Infinity" } else { b"-Infinity" });
+        }
+        Value::Float(f) => write!(out, "{f}")?,
+        Value::Decimal(d) => write!(out, "{d}")?,
+        Value::Text(s) => out.put_slice(s.as_bytes()),
+        Value::Bytes(bytes) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.reserve(2 + 2 * bytes.len());
+            out.put_slice(b"\\x");
+            for b in bytes {
+                out.put_u8(HEX[usize::from(b >> 4)]);
+                out.put_u8(HEX[usize::from(b & 15)]);
+            }
+        }
+        Value::Date(d) => write_date(*d, out)?,
+        Value::Time(t) => write!(out, "{}", t.format("%H:%M:%S%.f"))?,
+        Value::TimeTz(t, offset) => write!(out, "{}{offset}", t.format("%H:%M:%S%.f"))?,
+        Value::DateTime(dt) => write_utc(*dt, out)?,
+        Value::DateTimeTz(dt) => write_utc(dt.naive_utc(), out)?,
+        Value::Uuid(u) => write!(out, "{u}")?,
+        Value::Json(j) => write!(out, "{j}")?,
+        Value::Interval {
+            months,
+            days,
+            microseconds,
+        } => write!(out, "{months} mons {days} days {microseconds} microseconds")?,
+        Value::Array(items) => {
+            out.put_u8(b'{');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b',');
+                }
+                match item {
+                    Value::Null | Value::Array(_) => write_text(item, out)?,
+                    _ => {
+                        // Quoted, with `"` and `\` escaped.
+                        let mut text = BytesMut::new();
+                        write_text(item, &mut text)?;
+                        out.put_u8(b'"');
+                        for &b in text.iter() {
+                            if b == b'"' || b == b'\\' {
+                                out.put_u8(b'\\');
+                            }
+                            out.put_u8(b);
+                        }
+                        out.put_u8(b'"');
+                    }
+                }
+            }
+            out.put_u8(b'}');
+        }
+        #[allow(unreachable_patterns, reason = "Value is non-exhaustive")]
+        _ => return Err("it has no text form".into()),
+    }
+    Ok(())
+}
+
+/// `d` as PostgreSQL's date input reads it.
+fn write_date(d: NaiveDate, out: &mut BytesMut) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let (year, era) = year_and_era(d.year());
+    write!(out, "{year:04}-{:02}-{:02}{era}", d.month(), d.day())
+}
+
+/// `dt`, taken as UTC, as PostgreSQL's timestamp input reads it.
+fn write_utc(dt: NaiveDateTime, out: &mut BytesMut) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let (year, era) = year_and_era(dt.year());
+    write!(
+        out,
+        "{year:04}-{:02}-{:02} {}+00{era}",
+        dt.month(),
+        dt.day(),
+        dt.format("%H:%M:%S%.6f")
+    )
+}
+
+/// A proleptic Gregorian year as PostgreSQL writes it: years before 1 count back from 1 BC.
+fn year_and_era(year: i32) -> (i32, &'static str) {
+    if year < 1 {
+        (1 - year, " BC")
+    } else {
+        (year, "")
+    }
+}
+
 fn is_text(ty: &Type) -> bool {
     matches!(
         *ty,
@@ -1823,6 +2076,45 @@ fn map_error(e: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_unprepared_go_in_postgres_text_forms() {
+        let text = |v: Value| {
+            let mut out = BytesMut::new();
+            write_text(&v, &mut out).unwrap();
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(text(Value::Float(f64::NEG_INFINITY)), "-Infinity");
+        assert_eq!(text(Value::Float(0.1)), "0.1");
+        assert_eq!(text(Value::Bytes(vec![0, 0xab, 0xff])), "\\x00abff");
+        assert_eq!(text(Value::Date(date(-43, 3, 15))), "0044-03-15 BC");
+        assert_eq!(
+            text(Value::DateTime(
+                date(2024, 1, 31).and_hms_micro_opt(10, 0, 0, 5).unwrap()
+            )),
+            "2024-01-31 10:00:00.000005+00"
+        );
+        let at = DateTime::parse_from_rfc3339("2024-01-31T10:00:00+05:30").unwrap();
+        assert_eq!(text(Value::DateTimeTz(at)), "2024-01-31 04:30:00.000000+00");
+        assert_eq!(
+            text(Value::Interval {
+                months: -1,
+                days: 2,
+                microseconds: 3
+            }),
+            "-1 mons 2 days 3 microseconds"
+        );
+        assert_eq!(
+            text(Value::Array(vec![
+                Value::from("a\"b\\"),
+                Value::Null,
+                Value::Array(vec![Value::Int(1)]),
+                Value::Bytes(vec![1]),
+            ])),
+            r#"{"a\"b\\",NULL,{"1"},"\\x01"}"#
+        );
+    }
 
     #[test]
     fn timestamps_and_dates_decode_as_postgres_types_does() {

@@ -96,6 +96,20 @@ pub async fn databases() -> Vec<TestDb> {
 }
 
 impl TestDb {
+    /// A connected database on `url` (a server's).
+    pub async fn open(url: DatabaseUrl) -> Self {
+        let db = Database::with_options(&url, DatabaseOptions::new()).unwrap();
+        db.connect()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: connect: {e}"));
+        Self {
+            db,
+            label: url.to_string(),
+            url,
+            _dir: None,
+        }
+    }
+
     pub fn url(&self) -> &DatabaseUrl {
         &self.url
     }
